@@ -1,0 +1,69 @@
+"""The `curate` command: a click group whose stage commands live in their own modules.
+
+Subcommands load lazily, so `curate filter` never imports what `curate train` needs. Misuse (a bad
+option, a missing input) prints a single line that says what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from curate import __version__
+
+# name -> "module:attribute"; the order here is the order `curate --help` lists them.
+COMMANDS = {
+    "filter": "curate.filter_cli:filter_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand is used or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "-V", "--version", prog_name="curate")
+def cli() -> None:
+    """Turn a Danbooru dump into a clean 512x256 portrait dataset for StyleGAN, stage by stage.
+
+    \b
+    Stages (each resumable, each writes a table and a stats file you can inspect):
+      filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
+
+    \b
+    Examples:
+      curate filter /data/danbooru2018/metadata --dataset-root /data/danbooru2018 --out work/filtered.parquet
+      curate filter posts.json.gz --min-favs 10 --max-age-years 6 --out filtered.parquet
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the group, turning click's errors into one line each."""
+    try:
+        rv = cli.main(args=argv, prog_name="curate", standalone_mode=False)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "curate"
+        click.echo(f"{where}: error: {e.format_message()} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"curate: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("curate: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

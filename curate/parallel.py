@@ -1,0 +1,47 @@
+"""Ordered, memory-bounded mapping of a per-item function over a process pool.
+
+Every stage's per-item function is pure and picklable, so the same function runs in-process
+(workers=1, easy to debug and test) or across processes with identical results. Results come back
+in input order, and only `window` items are in flight at once, so a stream of large blocks never
+piles up in memory the way `Pool.imap` (which drains its input eagerly) would.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int | None = None) -> Iterator[R]:
+    """Yield fn(item) for each item, in order, using `workers` processes (1 = in this process)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    window = window or 2 * workers
+    # fork: workers inherit the loaded modules, so a task costs only its pickled arguments.
+    ctx = multiprocessing.get_context("fork")
+    ex = ProcessPoolExecutor(workers, mp_context=ctx)
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(ex.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
