@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import json
 import os
 import time
 from collections import Counter
@@ -437,8 +436,3 @@ def summary_line(stats: dict[str, Any]) -> str:
         f"({stats['bad_lines']:,} bad lines{problems}; removed: {removed or 'none'}) "
         f"in {stats['seconds']:.1f}s, {stats['mb_per_s'] or 0:.0f} MB/s -> {stats['output']}"
     )
-
-
-def load_stats(out: str | os.PathLike) -> dict[str, Any]:
-    """Read the stats file written beside a filtered table."""
-    return json.loads(stats_path(out).read_text())

@@ -39,9 +39,9 @@ def _ratings(ctx: click.Context, param: click.Parameter, value: str) -> frozense
 
 
 @click.command("filter", context_settings={"max_content_width": 100})
-@click.argument("metadata", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILTERED.parquet",
-              help="Output table; FILTERED.stats.json is written beside it.")
+@click.argument("metadata", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), metavar="FILTERED.parquet",
+              help="Output table (required); FILTERED.stats.json is written beside it.")
 @click.option("--dataset-root", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Danbooru root holding original/; kept posts whose image is missing are counted and dropped.")
 @click.option("--min-favs", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
@@ -62,8 +62,10 @@ def _ratings(ctx: click.Context, param: click.Parameter, value: str) -> frozense
 @click.option("--list-default-excludes", is_flag=True, help="Print the default exclusions and exit.")
 @click.option("--ratings", default="g,s", show_default=True, callback=_ratings, metavar="R,R",
               help="Ratings to keep: g general, s safe (old dumps) / sensitive (2022+), q, e.")
-@click.option("--min-height", type=click.IntRange(min=1), default=512, show_default=True, metavar="PX")
-@click.option("--min-width", type=click.IntRange(min=1), default=256, show_default=True, metavar="PX")
+@click.option("--min-height", type=click.IntRange(min=1), default=512, show_default=True, metavar="PX",
+              help="Minimum image height (the portrait crop is 512 high).")
+@click.option("--min-width", type=click.IntRange(min=1), default=256, show_default=True, metavar="PX",
+              help="Minimum image width (the portrait crop is 256 wide).")
 @click.option("--exts", default="jpg,png", show_default=True, metavar="E,E", help="File types to keep (still images).")
 @click.option("--keep-deleted", is_flag=True, help="Keep posts marked deleted (dropped by default).")
 @click.option("--keep-banned", is_flag=True, help="Keep posts marked banned (dropped by default).")
@@ -91,6 +93,10 @@ def filter_command(metadata, out, dataset_root, min_favs, min_score, since, unti
     if list_default_excludes:
         click.echo("\n".join(DEFAULT_EXCLUDE))
         return
+    if not metadata:
+        raise click.UsageError("give at least one metadata file or folder, e.g. curate filter /data/danbooru2018 -o f.parquet")
+    if out is None:
+        raise click.UsageError("give the output table with --out FILTERED.parquet")
     if dataset_root is not None and not dataset_root.is_dir():
         raise click.BadParameter(f"{dataset_root} is not a folder; give the Danbooru root that holds original/",
                                  param_hint="--dataset-root")

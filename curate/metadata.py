@@ -375,18 +375,6 @@ class Block:
             f.seek(self.start)
             return f.read(self.end - self.start)
 
-    def lines(self) -> Iterator[memoryview]:
-        """The block's lines (without their newline) as zero-copy views of its bytes."""
-        data = self.read()
-        view = memoryview(data)
-        pos, end = 0, len(data)
-        while pos < end:
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                nl = end
-            yield view[pos:nl]
-            pos = nl + 1
-
 
 @dataclass
 class InputProblem:

@@ -1,0 +1,48 @@
+"""The command line as a user meets it: help, version, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from curate import __version__
+from curate.tagsets import DEFAULT_EXCLUDE
+
+
+def curate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True)
+
+
+def test_version_and_help():
+    assert curate("--version").stdout.strip().endswith(__version__)
+    top = curate("--help")
+    assert top.returncode == 0 and "filter" in top.stdout and "Examples" in top.stdout
+    sub = curate("filter", "--help")
+    assert sub.returncode == 0 and "--min-favs" in sub.stdout and "Examples" in sub.stdout
+
+
+def test_list_default_excludes_needs_nothing_else():
+    r = curate("filter", "--list-default-excludes")
+    assert r.returncode == 0 and r.stdout.split() == list(DEFAULT_EXCLUDE)
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["filter", "/no/such/dir", "-o", "x.parquet"], "no such file or directory"),
+        (["filter", "-o", "x.parquet"], "give at least one metadata file"),
+        (["filter", "."], "--out"),
+        (["filter", ".", "-o", "x.parquet", "--ratings", "z"], "is not a rating"),
+        (["filter", ".", "-o", "x.parquet", "--since", "yesterday"], "is not a date"),
+        (["filter", ".", "-o", "x.parquet", "--min-favs", "-1"], "--min-favs"),
+        (["filter", ".", "-o", "x.parquet", "--since", "2018-01-01", "--until", "2017-01-01"], "earlier than"),
+        (["nosuchstage"], "No such command"),
+    ],
+)
+def test_misuse_is_one_line_and_exit_2(tmp_path, args, says):
+    r = subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "--help" in lines[0], r.stderr
