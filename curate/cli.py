@@ -15,6 +15,7 @@ from curate import __version__
 
 # name -> "module:attribute"; the order here is the order `curate --help` lists them.
 COMMANDS = {
+    "fetch": "curate.fetch_cli:fetch_command",
     "filter": "curate.filter_cli:filter_command",
 }
 
@@ -43,6 +44,7 @@ def cli() -> None:
 
     \b
     Stages (each resumable, each writes a table and a stats file you can inspect):
+      fetch    Danbooru API -> a small dump   (when you have no local dump)
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
 
     \b

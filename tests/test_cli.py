@@ -46,3 +46,10 @@ def test_misuse_is_one_line_and_exit_2(tmp_path, args, says):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "--help" in lines[0], r.stderr
+
+
+def test_fetch_without_network_fails_fast_with_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "curate", "fetch", str(tmp_path / "x"), "--base-url", "http://127.0.0.1:9",
+                        "--no-progress"], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert "make dataset DANBOORU=" in r.stderr
