@@ -17,6 +17,7 @@ from curate import __version__
 COMMANDS = {
     "fetch": "curate.fetch_cli:fetch_command",
     "filter": "curate.filter_cli:filter_command",
+    "run": "curate.pipeline_cli:run_command",
 }
 
 
@@ -46,6 +47,7 @@ def cli() -> None:
     Stages (each resumable, each writes a table and a stats file you can inspect):
       fetch    Danbooru API -> a small dump   (when you have no local dump)
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
+      run      a pipeline from pipelines/: every stage, rerunning only what changed
 
     \b
     Examples:
