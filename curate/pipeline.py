@@ -62,9 +62,11 @@ STAGES: dict[str, StageSpec] = {
                   outputs=lambda p: [p.workdir / "filtered.parquet", p.workdir / "filtered.stats.json"],
                   inputs=lambda p: [] if "fetch" in p.stages else [p.input]),
         StageSpec("crop", "curate.crop_cli:crop_command",
-                  args=lambda p: [str(p.workdir / "filtered.parquet"), "--dataset-root", str(_input_root(p)),
-                                  "--out", str(p.workdir)],
-                  outputs=lambda p: [p.workdir / "crops.parquet"]),
+                  args=lambda p: ([str(p.workdir / "filtered.parquet"), "--dataset-root", str(_input_root(p))]
+                                  if "filter" in p.stages else [str(p.input)])  # no filter: a plain folder
+                  + ["--out", str(p.workdir)],
+                  outputs=lambda p: [p.workdir / "crops.parquet"],
+                  inputs=lambda p: [] if "filter" in p.stages else [p.input]),
         StageSpec("score", "curate.score_cli:score_command",
                   args=lambda p: [str(p.workdir)],
                   outputs=lambda p: [p.workdir / "scores.parquet"]),
