@@ -18,6 +18,7 @@ COMMANDS = {
     "fetch": "curate.fetch_cli:fetch_command",
     "filter": "curate.filter_cli:filter_command",
     "run": "curate.pipeline_cli:run_command",
+    "report": "curate.report_cli:report_command",
 }
 
 
@@ -48,6 +49,7 @@ def cli() -> None:
       fetch    Danbooru API -> a small dump   (when you have no local dump)
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
       run      a pipeline from pipelines/: every stage, rerunning only what changed
+      report   WORKDIR -> report.html        (funnel, plots, sample grids)
 
     \b
     Examples:
