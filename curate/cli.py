@@ -16,6 +16,8 @@ from curate import __version__
 # name -> "module:attribute"; the order here is the order `curate --help` lists them.
 COMMANDS = {
     "filter": "curate.filter_cli:filter_command",
+    "score": "curate.score_cli:score_command",
+    "models": "curate.models_cli:models_group",
 }
 
 
@@ -44,6 +46,8 @@ def cli() -> None:
     \b
     Stages (each resumable, each writes a table and a stats file you can inspect):
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
+      score    WORKDIR crops -> scores.parquet (illustration2vec person probability, or a heuristic)
+      models   install / list pretrained weights (illustration2vec)
 
     \b
     Examples:
