@@ -116,12 +116,14 @@ def inspect_crop(path: str | os.PathLike) -> CropImage:
     """Read a crop image and measure it; an unreadable file is a result with `error`, never an exception."""
     import cv2
 
+    if not Path(path).is_file():
+        return CropImage(None, error="missing")
     try:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except Exception as e:  # cv2 raises on some malformed headers instead of returning None
         return CropImage(None, error=f"decode: {e}"[:200])
     if bgr is None:
-        return CropImage(None, error="missing" if not Path(path).exists() else "undecodable")
+        return CropImage(None, error="undecodable")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return CropImage(rgb, **image_stats(rgb))
 
