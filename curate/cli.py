@@ -17,8 +17,10 @@ from curate import __version__
 COMMANDS = {
     "fetch": "curate.fetch_cli:fetch_command",
     "filter": "curate.filter_cli:filter_command",
+    "score": "curate.score_cli:score_command",
     "run": "curate.pipeline_cli:run_command",
     "report": "curate.report_cli:report_command",
+    "models": "curate.models_cli:models_group",
 }
 
 
@@ -48,6 +50,8 @@ def cli() -> None:
     Stages (each resumable, each writes a table and a stats file you can inspect):
       fetch    Danbooru API -> a small dump   (when you have no local dump)
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
+      score    WORKDIR crops -> scores.parquet (illustration2vec person probability, or a heuristic)
+      models   install / list pretrained weights (illustration2vec)
       run      a pipeline from pipelines/: every stage, rerunning only what changed
       report   WORKDIR -> report.html        (funnel, plots, sample grids)
 
