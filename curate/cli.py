@@ -16,6 +16,7 @@ from curate import __version__
 # name -> "module:attribute"; the order here is the order `curate --help` lists them.
 COMMANDS = {
     "filter": "curate.filter_cli:filter_command",
+    "review": "curate.review_cli:review_group",
 }
 
 
@@ -44,11 +45,13 @@ def cli() -> None:
     \b
     Stages (each resumable, each writes a table and a stats file you can inspect):
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
+      review   crops -> WORKDIR/review.sqlite  (browser grid; export; contact sheet)
 
     \b
     Examples:
       curate filter /data/danbooru2018/metadata --dataset-root /data/danbooru2018 --out work/filtered.parquet
       curate filter posts.json.gz --min-favs 10 --max-age-years 6 --out filtered.parquet
+      curate review grid work
     """
 
 
