@@ -51,8 +51,12 @@
     document.title = `curate review · ${counts.pending} pending`;
   }
 
-  function send(url, body, busy) {
+  // `request` is called when the previous decision is answered, so a toggle pressed twice quickly
+  // reads the status the first press produced, not the one on screen when the key went down.
+  function send(url, request) {
     queue = queue.then(async () => {
+      const [body, busy] = request();
+      if (!body) return null;
       busy.forEach((t) => t.classList.add("saving"));
       try {
         const r = await fetch(url, {
@@ -78,18 +82,22 @@
   }
 
   function toggle(t) {
-    const status = t.dataset.status === "rejected" ? "pending" : "rejected";
-    return send("/api/decide", { crop_ids: [t.dataset.id], status, origin: "grid" }, [t]);
+    return send("/api/decide", () => {
+      const status = t.dataset.status === "rejected" ? "pending" : "rejected";
+      return [{ crop_ids: [t.dataset.id], status, origin: "grid" }, [t]];
+    });
   }
 
   function acceptPage() {
-    const pending = tiles.filter((t) => t.dataset.status === "pending");
-    if (!pending.length) return queue;
-    return send("/api/decide", { crop_ids: pending.map((t) => t.dataset.id), status: "accepted", origin: "accept-page" }, pending);
+    return send("/api/decide", () => {
+      const pending = tiles.filter((t) => t.dataset.status === "pending");
+      if (!pending.length) return [null, []];
+      return [{ crop_ids: pending.map((t) => t.dataset.id), status: "accepted", origin: "accept-page" }, pending];
+    });
   }
 
   function undo() {
-    return send("/api/undo", {}, []).then((data) => {
+    return send("/api/undo", () => [{}, []]).then((data) => {
       const t = data && data.changed.length ? byId.get(data.changed[0].crop_id) : null;
       if (t) setCursor(tiles.indexOf(t));
     });
