@@ -297,3 +297,15 @@ def test_contact_sheet(wd, tmp_path):
         assert im.format == "PNG" and im.size == (4 + 5 * 36, 4 + 2 * (64 + 14 + 4))
     r = curate("review", "sheet", str(wd.root), "--out", str(out), "--reason", "nope")
     assert r.returncode == 2 and "--reason" in r.stderr
+
+
+def test_listening_socket_is_tcp_so_asyncio_sets_nodelay():
+    from curate.review_cli import bind_socket, is_loopback
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # else keep-alive responses stall ~40 ms (Nagle)
+    finally:
+        sock.close()
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
