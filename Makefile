@@ -45,6 +45,7 @@ test: dev  ## run the test suite
 bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothing)
 	$(PY) bench/filter.py
 	$(PY) bench/score.py
+	$(PY) bench/review.py
 
 clean:  ## remove .venv and outputs
 	rm -rf $(VENV) $(WORK) *.egg-info

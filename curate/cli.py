@@ -18,6 +18,7 @@ COMMANDS = {
     "fetch": "curate.fetch_cli:fetch_command",
     "filter": "curate.filter_cli:filter_command",
     "score": "curate.score_cli:score_command",
+    "review": "curate.review_cli:review_group",
     "run": "curate.pipeline_cli:run_command",
     "report": "curate.report_cli:report_command",
     "models": "curate.models_cli:models_group",
@@ -51,6 +52,7 @@ def cli() -> None:
       fetch    Danbooru API -> a small dump   (when you have no local dump)
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
       score    WORKDIR crops -> scores.parquet (illustration2vec person probability, or a heuristic)
+      review   crops -> WORKDIR/review.sqlite  (browser grid; export; contact sheet)
       models   install / list pretrained weights (illustration2vec)
       run      a pipeline from pipelines/: every stage, rerunning only what changed
       report   WORKDIR -> report.html        (funnel, plots, sample grids)
@@ -59,6 +61,7 @@ def cli() -> None:
     Examples:
       curate filter /data/danbooru2018/metadata --dataset-root /data/danbooru2018 --out work/filtered.parquet
       curate filter posts.json.gz --min-favs 10 --max-age-years 6 --out filtered.parquet
+      curate review grid work
     """
 
 

@@ -1,0 +1,112 @@
+"""The review grid in a real browser: Debian's Chromium driven by Playwright against a real server.
+
+Saves a screenshot to tests/artifacts/review-grid.png (gitignored). Skips when /usr/bin/chromium is
+absent (`.ci/run` installs it; never `playwright install`, which downloads a browser).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from curate.review_fixtures import make_review_workdir
+from curate.workdir import latest_decisions
+
+from test_review import start_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium; .ci/run does)")
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+def statuses(page) -> dict[str, str]:
+    return page.eval_on_selector_all(".tile", "ts => Object.fromEntries(ts.map(t => [t.dataset.id, t.dataset.status]))")
+
+
+def settle(page) -> None:
+    page.evaluate("() => window.curateReview.idle()")
+
+
+def test_keys_decide_and_decisions_survive_reload_and_restart(tmp_path, browser):
+    wd = make_review_workdir(tmp_path / "work", n=30, unscored=2)
+    proc, url = start_server(wd, "--per-page", "24")
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 760})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        tiles = page.eval_on_selector_all(".tile", "ts => ts.map(t => t.dataset.id)")
+        assert len(tiles) == 24 and page.locator("#counts").inner_text().count("30") == 2
+
+        page.keyboard.press("ArrowRight")  # cursor on tile 0
+        page.keyboard.press("ArrowRight")  # tile 1
+        page.keyboard.press("x")  # reject 1
+        page.keyboard.press("ArrowDown")  # one row down: tile 1 + columns
+        page.keyboard.press("x")
+        page.keyboard.press("x")  # toggled back to pending
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("x")  # reject tile columns
+        settle(page)
+        cols = page.evaluate("() => { const t = [...document.querySelectorAll('.tile')]; "
+                             "return t.filter(x => x.offsetTop === t[0].offsetTop).length; }")
+        assert cols > 1
+        assert statuses(page)[tiles[1]] == "rejected" and statuses(page)[tiles[cols]] == "rejected"
+        assert statuses(page)[tiles[cols + 1]] == "pending"
+
+        page.keyboard.press("a")  # accept the 22 other crops of the page
+        settle(page)
+        assert list(statuses(page).values()).count("accepted") == 22
+        page.keyboard.press("u")  # undo the whole accept-page
+        settle(page)
+        assert list(statuses(page).values()).count("accepted") == 0
+        page.keyboard.press("u")  # undo the reject of tile `cols`
+        page.keyboard.press("a")
+        settle(page)
+        assert page.locator('[data-count="accepted"]').inner_text() == "23"
+        page.locator(".tile").nth(4).click()  # a click toggles too: accepted -> rejected
+        settle(page)
+
+        expected = {c: "accepted" for c in tiles}
+        expected[tiles[1]] = expected[tiles[4]] = "rejected"
+        page.reload()
+        assert statuses(page) == expected
+        assert page.locator('[data-count="rejected"]').inner_text() == "2"
+        assert page.locator('[data-count="pending"]').inner_text() == "6"
+
+        page.keyboard.press("?")
+        assert page.locator("#keys").is_visible()
+        page.keyboard.press("Escape")
+        page.hover(".tile >> nth=1")
+        assert tiles[1] in page.locator("#info").inner_text() and "post" in page.locator("#info").inner_text()
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        page.locator("#tile-size").fill("112")
+        page.wait_for_function("() => [...document.querySelectorAll('.tile img')].every(i => i.complete && i.naturalWidth)")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "review-grid.png"
+        page.screenshot(path=str(shot))
+        print(f"screenshot: {shot}")
+
+        with page.expect_navigation():
+            page.select_option("select[name=status]", "pending")
+        assert "status=pending" in page.url and len(statuses(page)) == 6
+        assert errors == []
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    db = latest_decisions(wd.review_db)
+    assert {c: s for c, s in db.items() if s != "pending"} == expected
