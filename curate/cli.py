@@ -16,6 +16,8 @@ from curate import __version__
 # name -> "module:attribute"; the order here is the order `curate --help` lists them.
 COMMANDS = {
     "filter": "curate.filter_cli:filter_command",
+    "pack": "curate.pack_cli:pack_command",
+    "inspect": "curate.inspect_cli:inspect_command",
 }
 
 
@@ -44,6 +46,8 @@ def cli() -> None:
     \b
     Stages (each resumable, each writes a table and a stats file you can inspect):
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
+      pack     WORKDIR -> multi-resolution TFRecords + dataset.json (512x256 .. 4x2)
+      inspect  read a packed dataset back with tf.data; check hashes, counts, shapes
 
     \b
     Examples:
