@@ -44,6 +44,7 @@ test: dev  ## run the test suite
 
 bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothing)
 	$(PY) bench/filter.py
+	$(PY) bench/pack.py
 
 clean:  ## remove .venv and outputs
 	rm -rf $(VENV) $(WORK) *.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import click
@@ -31,6 +32,8 @@ def inspect_command(ctx, dataset_dir, samples, grid):
     if not dataset_dir.is_dir():
         raise click.BadParameter(f"{dataset_dir} is not a folder; give the --out folder of `curate pack`",
                                  param_hint="DATASET_DIR")
+    if importlib.util.find_spec("tensorflow") is None:
+        raise click.UsageError("curate inspect reads the files with TensorFlow; install it: pip install 'curate[train]'")
     from curate.inspection import inspect_dataset, level_table, sample_grid, write_grid
 
     report = inspect_dataset(dataset_dir, samples=samples)

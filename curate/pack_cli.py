@@ -76,7 +76,7 @@ def pack_command(workdir, out, name, seed, min_size, shard_size, labels, posts, 
     if not workdir.is_dir():
         raise click.BadParameter(f"{workdir} is not a folder; give the workdir `curate crop` wrote", param_hint="WORKDIR")
     config = PackConfig(name=name, seed=seed, min_size=min_size, shard_size=shard_size, labels=labels,
-                        posts=str(posts) if posts else None)
+                        posts=str(posts.resolve()) if posts else None)
     try:
         stats = run_pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
                          checkpoint_every=checkpoint_every)
