@@ -151,10 +151,11 @@ def test_unreadable_and_wrong_size_crops_are_skipped_with_a_reason(tmp_path):
     assert {"103_0", "106_0", "107_0"}.isdisjoint(stats["record_crop_ids"])
 
 
-def test_a_killed_pack_leaves_no_partial_file_and_resumes_to_the_same_bytes(tmp_path):
+@pytest.mark.parametrize("shard_size", [None, 7])
+def test_a_killed_pack_leaves_no_partial_file_and_resumes_to_the_same_bytes(tmp_path, shard_size):
     n = 40
     wd = make_workdir(tmp_path / "wd", n)
-    run_pack(wd.root, tmp_path / "clean", PackConfig(), workers=1, progress=False)
+    run_pack(wd.root, tmp_path / "clean", PackConfig(shard_size=shard_size), workers=1, progress=False)
     # Make the 23rd crop in pack order a FIFO: opening it blocks until the test has killed the process,
     # which makes "killed in the middle" exact instead of a race against the clock.
     blocker = wd.root / Workdir.crop_file(f"{100 + int(shuffled_order(n, R.SEED)[22])}_0")
@@ -163,7 +164,7 @@ def test_a_killed_pack_leaves_no_partial_file_and_resumes_to_the_same_bytes(tmp_
     os.mkfifo(blocker)
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "curate", "pack", str(wd.root), "--out", str(out), "-j", "1",
-           "--checkpoint-every", "5", "--no-progress"]
+           "--checkpoint-every", "5", "--no-progress", *(["--shard-size", str(shard_size)] if shard_size else [])]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     progress = out / ".pack-staging" / "progress.json"
@@ -177,6 +178,15 @@ def test_a_killed_pack_leaves_no_partial_file_and_resumes_to_the_same_bytes(tmp_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(out.glob("*.tfrecords")) and not (out / R.MANIFEST).exists()
+    # bytes past the checkpoint (a big record flushed just before the kill) must not survive the resume
+    staged = sorted((out / ".pack-staging").glob("*.part"))
+    assert len(staged) == 4 * (1 if shard_size is None else 4)  # killed at 22 records: shards 0-2 full, 3 begun
+    current = 20 // shard_size if shard_size else 0  # the shard the checkpoint was writing into
+    for p in staged:
+        if not p.stem.endswith(f"-{current}"):
+            continue
+        with open(p, "ab") as f:
+            f.write(os.urandom(1 << 20))
 
     blocker.unlink()
     blocker.write_bytes(real)
