@@ -46,6 +46,7 @@ bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothi
 	$(PY) bench/filter.py
 	$(PY) bench/score.py
 	$(PY) bench/review.py
+	$(PY) bench/pack.py
 
 clean:  ## remove .venv and outputs
 	rm -rf $(VENV) $(WORK) *.egg-info

@@ -19,6 +19,8 @@ COMMANDS = {
     "filter": "curate.filter_cli:filter_command",
     "score": "curate.score_cli:score_command",
     "review": "curate.review_cli:review_group",
+    "pack": "curate.pack_cli:pack_command",
+    "inspect": "curate.inspect_cli:inspect_command",
     "run": "curate.pipeline_cli:run_command",
     "report": "curate.report_cli:report_command",
     "models": "curate.models_cli:models_group",
@@ -53,6 +55,8 @@ def cli() -> None:
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
       score    WORKDIR crops -> scores.parquet (illustration2vec person probability, or a heuristic)
       review   crops -> WORKDIR/review.sqlite  (browser grid; export; contact sheet)
+      pack     WORKDIR -> multi-resolution TFRecords + dataset.json (512x256 .. 4x2)
+      inspect  read a packed dataset back with tf.data; check hashes, counts, shapes
       models   install / list pretrained weights (illustration2vec)
       run      a pipeline from pipelines/: every stage, rerunning only what changed
       report   WORKDIR -> report.html        (funnel, plots, sample grids)
