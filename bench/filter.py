@@ -14,7 +14,6 @@ Timings on a shared VM are noisy: the median of the rounds is reported, and the 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import shutil

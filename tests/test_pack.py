@@ -167,16 +167,19 @@ def test_a_killed_pack_leaves_no_partial_file_and_resumes_to_the_same_bytes(tmp_
            "--checkpoint-every", "5", "--no-progress", *(["--shard-size", str(shard_size)] if shard_size else [])]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    progress = out / ".pack-staging" / "progress.json"
+    # A FIFO opens for writing (non-blocking) only once a reader holds it: the exact moment the packer
+    # has written crops 1-22 and blocks on the 23rd. Holding our end open keeps it blocked in read().
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        state = json.loads(progress.read_text()) if progress.exists() else {}
-        if state.get("done") == 20 or proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()
+    writer = None
+    while writer is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            writer = os.open(blocker, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            time.sleep(0.02)
+    assert writer is not None and proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    os.close(writer)
     assert not list(out.glob("*.tfrecords")) and not (out / R.MANIFEST).exists()
     # bytes past the checkpoint (a big record flushed just before the kill) must not survive the resume
     staged = sorted((out / ".pack-staging").glob("*.part"))
