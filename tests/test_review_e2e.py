@@ -1,36 +1,19 @@
 """The review grid in a real browser: Debian's Chromium driven by Playwright against a real server.
 
-Saves a screenshot to tests/artifacts/review-grid.png (gitignored). Skips when /usr/bin/chromium is
-absent (`.ci/run` installs it; never `playwright install`, which downloads a browser).
+Saves a screenshot to tests/artifacts/review-grid.png (gitignored). Without /usr/bin/chromium it skips,
+or fails under CI (see the `browser` fixture in conftest.py; `.ci/run` installs it).
 """
 
 from __future__ import annotations
 
 import signal
-from pathlib import Path
-
-import pytest
 
 from curate.review_fixtures import make_review_workdir
 from curate.workdir import latest_decisions
 
 from test_review import start_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium; .ci/run does)")
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
+from conftest import ARTIFACTS
 
 
 def statuses(page) -> dict[str, str]:
