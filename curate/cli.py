@@ -18,6 +18,8 @@ COMMANDS = {
     "filter": "curate.filter_cli:filter_command",
     "pack": "curate.pack_cli:pack_command",
     "inspect": "curate.inspect_cli:inspect_command",
+    "train": "curate.train_cli:train_command",
+    "generate": "curate.train_cli:generate_command",
 }
 
 
@@ -48,6 +50,8 @@ def cli() -> None:
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
       pack     WORKDIR -> multi-resolution TFRecords + dataset.json (512x256 .. 4x2)
       inspect  read a packed dataset back with tf.data; check hashes, counts, shapes
+      train    DATASET_DIR -> a progressive StyleGAN run (8x4 .. 512x256), resumable
+      generate RUN -> images and an interpolation strip from the trained generator
 
     \b
     Examples:
