@@ -41,7 +41,7 @@ class Epilogue(tf.Module):
         self.style = StyleMod(rng, arch.dlatent_size, channels)
 
     def __call__(self, x, w, seed):
-        x = lrelu(self.noise(x, seed) + self.bias)
+        x = lrelu(self.noise(x, seed) + tf.cast(self.bias, x.dtype))
         return self.style(instance_norm(x), w)
 
 

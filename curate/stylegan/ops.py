@@ -1,6 +1,7 @@
 """StyleGAN building blocks as `tf.Module`s over plain TensorFlow ops, NHWC (the layout CPU kernels support).
 
-Equalised learning rate (Karras et al. 2018): weights are stored N(0, 1/lrmul) and scaled at run time by
+Layers compute in the dtype of their input (weights are cast), so a float64 copy of a network
+runs for finite-difference checks. Equalised learning rate (Karras et al. 2018): weights are stored N(0, 1/lrmul) and scaled at run time by
 gain / sqrt(fan_in) * lrmul, so Adam sees every layer at the same scale. `blur2d` carries its own
 gradient, NVlabs style: the adjoint of a [1,2,1] blur is the flipped blur, whose adjoint is the blur
 again, so first and second derivatives (R1 differentiates the discriminator's input gradient) are one
@@ -108,7 +109,7 @@ class Dense(tf.Module):
         self.b = tf.Variable(tf.zeros([fout]), name="b")
 
     def __call__(self, x):
-        return tf.matmul(x, self.w * self.coef) + self.b * self.lrmul
+        return tf.matmul(x, tf.cast(self.w, x.dtype) * self.coef) + tf.cast(self.b, x.dtype) * self.lrmul
 
 
 class Conv2d(tf.Module):
@@ -116,7 +117,7 @@ class Conv2d(tf.Module):
 
     Fused: NVlabs' transposed convolution (up) or strided convolution (down) with the kernel padded by
     one and summed over its four shifts, which equals nearest-upsample-then-conv (resp. conv-then-box-
-    downsample) at a fraction of the cost on large maps. Not fused: the two steps separately.
+    downsample) exactly, at a fraction of the cost on large maps. Not fused: the two steps separately.
     """
 
     def __init__(self, rng, fin: int, fout: int, k: int, gain: float = SQRT2, up=False, down=False, fused=False,
@@ -128,9 +129,11 @@ class Conv2d(tf.Module):
         self.b = tf.Variable(tf.zeros([fout]), name="b") if bias else None
 
     def __call__(self, x):
-        w = self.w * self.coef
+        w = tf.cast(self.w, x.dtype) * self.coef
         if self.up and self.fused:
-            w = tf.pad(tf.transpose(w, [0, 1, 3, 2]), [[1, 1], [1, 1], [0, 0], [0, 0]])
+            # conv2d_transpose correlates with the flipped kernel: flip it back, so that the same weights
+            # compute the same function fused or not (NVlabs leaves it flipped, harmless for learning)
+            w = tf.pad(tf.transpose(w[::-1, ::-1], [0, 1, 3, 2]), [[1, 1], [1, 1], [0, 0], [0, 0]])
             w = w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]
             s = tf.shape(x)
             x = tf.nn.conv2d_transpose(x, w, [s[0], s[1] * 2, s[2] * 2, self.fout], strides=2, padding="SAME")
@@ -144,7 +147,7 @@ class Conv2d(tf.Module):
             x = tf.nn.conv2d(x, w, strides=1, padding="SAME")
             if self.down:
                 x = downscale2d(x)
-        return x if self.b is None else x + self.b
+        return x if self.b is None else x + tf.cast(self.b, x.dtype)
 
 
 class Noise(tf.Module):
@@ -157,7 +160,7 @@ class Noise(tf.Module):
     def __call__(self, x, seed):
         s = tf.shape(x)
         noise = tf.random.stateless_normal([s[0], s[1], s[2], 1], seed=seed, dtype=x.dtype)
-        return x + noise * self.weight
+        return x + noise * tf.cast(self.weight, x.dtype)
 
 
 class StyleMod(tf.Module):

@@ -5,7 +5,8 @@ SWD follows progressive_growing_of_gans/metrics/sliced_wasserstein.py: a Laplaci
 down to 16 px on the short side, 128 random 7x7 neighbourhoods per image and level, descriptors
 normalised per channel within each set, then 4 x 128 random unit directions, sorted projections
 compared, reported x 1e3. Images smaller than 16 px on the short side give one level, with the
-neighbourhood cut to fit.
+neighbourhood cut to fit. Unlike ProGAN, both sets take their patches at the same random places (an
+unbiased choice that makes a set against itself read exactly 0).
 """
 
 from __future__ import annotations
@@ -77,14 +78,14 @@ def swd(reals: np.ndarray, fakes: np.ndarray, seed: int = 0, per_image: int = 12
     """Multi-scale SWD x 1e3 between two equal-sized uint8 NHWC sets: one value per level, then their mean."""
     if reals.shape != fakes.shape:
         raise ValueError(f"SWD needs equal sets, got {reals.shape} and {fakes.shape}")
-    rng = np.random.RandomState(seed)
     pr = laplacian_pyramid(reals.astype(np.float32))
     pf = laplacian_pyramid(fakes.astype(np.float32))
     dists = []
-    for lr, lf in zip(pr, pf):
-        da = finalize(descriptors(lr, rng, per_image))
-        db = finalize(descriptors(lf, rng, per_image))
-        dists.append(sliced_wasserstein(da, db, rng) * 1e3)
+    for i, (lr, lf) in enumerate(zip(pr, pf)):
+        # both sets take patches at the same random places: a set against itself reads exactly 0
+        da = finalize(descriptors(lr, np.random.RandomState([seed, i, 0]), per_image))
+        db = finalize(descriptors(lf, np.random.RandomState([seed, i, 0]), per_image))
+        dists.append(sliced_wasserstein(da, db, np.random.RandomState([seed, i, 1])) * 1e3)
     return dists + [float(np.mean(dists))]
 
 
