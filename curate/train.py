@@ -5,7 +5,7 @@ A run lives in a numbered folder (<runs>/<NNNNN>-<config>) that is never reused:
     config.json      the resolved TrainConfig plus the dataset it trains on
     stats.jsonl      one JSON line per tick (kimg, level, alpha, losses, img/s, SWD, FID)
     log.txt          the progress lines
-    reals.png, fakes<kimg:06d>.png   sample grids (fixed latents, Gs, untruncated, as NVlabs)
+    reals.png, fakes<tick:05d>.png    sample grids (fixed latents, Gs, untruncated, as NVlabs)
     checkpoints/     tf.train.Checkpoint: G, D, Gs, both Adam states, the counters
     events.out.tfevents.*            TensorBoard scalars
 
@@ -434,7 +434,7 @@ def run_training(config: TrainConfig, dataset_dir: str | os.PathLike | None, run
                  "sec_per_tick": seconds, "total_seconds": float(cnt.seconds.numpy())}
         metric_start = time.time()
         grid = trainer.generate(grid_z, level, alpha, seed=c.seed)
-        grid_png(upscale_to(grid, full_h), c.grid_cols, run_dir / f"fakes{nimg // 1000:06d}.png")
+        grid_png(upscale_to(grid, full_h), c.grid_cols, run_dir / f"fakes{tick:05d}.png")
         if c.swd_images and (tick % c.swd_ticks == 0 or done):
             reals = trainer.reals(level, c.swd_images)
             z = np.random.RandomState(c.seed + 1).randn(len(reals), trainer.arch.latent_size).astype(np.float32)

@@ -35,7 +35,7 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
     Grows from 8x4 to the records' full size (or the config's end_height): each level is faded
     in, then trained stable. Every run gets a new numbered folder under --runs-dir with
     config.json, stats.jsonl, log.txt, TensorBoard events, a sample grid per tick
-    (fakes<kimg>.png) and checkpoints; --resume continues one exactly where it stopped.
+    (fakes<tick>.png) and checkpoints; --resume continues one exactly where it stopped.
 
     \b
     Examples:
