@@ -10,14 +10,18 @@ PIP       := $(PY) -m pip --disable-pip-version-check -q
 SHARED    ?= ../shared
 DANBOORU  ?= $(SHARED)/data/danbooru-sample
 WORK      ?= work
+DATASET   ?= $(WORK)/dataset
+CONFIG    ?= smoke
+RUNS      ?= $(WORK)/runs
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev dataset test bench clean
+.PHONY: help venv dev dataset train test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: DANBOORU=DIR (a Danbooru dump; default the shared sample), WORK=DIR (outputs)"
+	@echo "             DATASET=DIR (packed records for train; default WORK/dataset), CONFIG=smoke|stylegan-512x256"
 
 $(VENV)/.stamp-%: setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +42,12 @@ dataset: venv  ## run the pipeline on DANBOORU (default: the shared 50-post samp
 	@test -d "$(DANBOORU)" || { echo "make dataset: no Danbooru data at '$(DANBOORU)'; run 'make dataset DANBOORU=/path/to/danbooru2018'"; exit 2; }
 	$(VENV)/bin/curate filter "$(DANBOORU)" --dataset-root "$(DANBOORU)" --out $(WORK)/filtered.parquet
 
+# DATASET is where `make dataset` leaves the packed records (work/dataset until the pipeline is wired).
+train: $(VENV)/.stamp-tf  ## train CONFIG (default smoke: minutes on a CPU) on DATASET; runs go to RUNS
+	@test -d "$(DATASET)" || $(MAKE) dataset
+	@test -d "$(DATASET)" || { echo "make train: no packed dataset at '$(DATASET)'; run 'make train DATASET=/path/to/records'"; exit 2; }
+	$(VENV)/bin/curate train "$(DATASET)" --config $(CONFIG) --runs-dir $(RUNS)
+
 # pytest exits 5 when it collected no test: that is "nothing to run", not a failure.
 test: dev  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; else exit $$rc; fi; }
@@ -47,6 +57,7 @@ bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothi
 	$(PY) bench/score.py
 	$(PY) bench/review.py
 	$(PY) bench/pack.py
+	$(PY) bench/train.py
 
 clean:  ## remove .venv and outputs
 	rm -rf $(VENV) $(WORK) *.egg-info

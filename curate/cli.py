@@ -21,6 +21,8 @@ COMMANDS = {
     "review": "curate.review_cli:review_group",
     "pack": "curate.pack_cli:pack_command",
     "inspect": "curate.inspect_cli:inspect_command",
+    "train": "curate.train_cli:train_command",
+    "generate": "curate.train_cli:generate_command",
     "run": "curate.pipeline_cli:run_command",
     "report": "curate.report_cli:report_command",
     "models": "curate.models_cli:models_group",
@@ -57,6 +59,8 @@ def cli() -> None:
       review   crops -> WORKDIR/review.sqlite  (browser grid; export; contact sheet)
       pack     WORKDIR -> multi-resolution TFRecords + dataset.json (512x256 .. 4x2)
       inspect  read a packed dataset back with tf.data; check hashes, counts, shapes
+      train    DATASET_DIR -> a progressive StyleGAN run (8x4 .. 512x256), resumable
+      generate RUN -> images and an interpolation strip from the trained generator
       models   install / list pretrained weights (illustration2vec)
       run      a pipeline from pipelines/: every stage, rerunning only what changed
       report   WORKDIR -> report.html        (funnel, plots, sample grids)

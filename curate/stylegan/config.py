@@ -1,0 +1,231 @@
+"""Network shapes and training configurations (NVlabs StyleGAN's defaults), importable without TensorFlow.
+
+The tables are keyed by image height (512 means 512x256 for 2:1 data), as NVlabs keys them by the side
+of a square image; a 512x256 step costs about half a 512x512 one, so the 1-GPU tables are conservative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The shape of both networks (NVlabs' defaults; smoke configs shrink fmap_base/fmap_max/latent)."""
+
+    full_height: int = 512
+    full_width: int = 256
+    fmap_base: int = 8192
+    fmap_decay: float = 1.0
+    fmap_max: int = 512
+    latent_size: int = 512
+    dlatent_size: int = 512
+    mapping_layers: int = 8
+    mapping_fmaps: int = 512
+    mapping_lrmul: float = 0.01
+    fused_min: int = 128  # fused up/down convolutions from this many pixels on the short side
+    mbstd_group: int = 4
+
+    @property
+    def full_level(self) -> int:
+        """log2 of the full height."""
+        return self.full_height.bit_length() - 1
+
+    @property
+    def aspect(self) -> int:
+        """Height / width (2 for 512x256)."""
+        return self.full_height // self.full_width
+
+    def size(self, level: int) -> tuple[int, int]:
+        """(H, W) of a level."""
+        return 2 ** level, 2 ** level // self.aspect
+
+    def nf(self, stage: int) -> int:
+        """Feature maps at a stage (stage = level - 1): min(fmap_base / 2**stage, fmap_max)."""
+        return max(1, min(int(self.fmap_base / (2.0 ** (stage * self.fmap_decay))), self.fmap_max))
+
+    def num_layers(self, level: int | None = None) -> int:
+        """Style inputs (two per level) up to `level` (default: the full network)."""
+        return 2 * ((self.full_level if level is None else level) - 1)
+
+    def fused(self, level: int) -> bool:
+        """Whether the up/down convolution at this level is fused."""
+        return min(self.size(level)) >= self.fused_min
+
+
+# NVlabs stylegan train.py, one GPU
+NVLABS_MINIBATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
+NVLABS_LRATE = {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}
+NVLABS_TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 30, 1024: 20}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; saved resolved as config.json in the run folder."""
+
+    name: str = "stylegan-512x256"
+    # networks
+    fmap_base: int = 8192
+    fmap_decay: float = 1.0
+    fmap_max: int = 512
+    latent_size: int = 512
+    dlatent_size: int = 512
+    mapping_layers: int = 8
+    mapping_fmaps: int = 512
+    mapping_lrmul: float = 0.01
+    fused_min: int = 128
+    mbstd_group: int = 4
+    # progressive growing
+    start_height: int = 8
+    end_height: int = 0  # 0: the records' full height
+    training_kimg: float = 600.0  # stabilise phase per level
+    transition_kimg: float = 600.0  # fade-in phase per level
+    total_kimg: float = 25000.0
+    minibatch: dict = field(default_factory=lambda: dict(NVLABS_MINIBATCH))
+    minibatch_base: int = 4
+    lrate_base: float = 0.001
+    g_lrate: dict = field(default_factory=lambda: dict(NVLABS_LRATE))
+    d_lrate: dict = field(default_factory=lambda: dict(NVLABS_LRATE))
+    tick_kimg: dict = field(default_factory=lambda: dict(NVLABS_TICK_KIMG))
+    tick_kimg_base: float = 160.0
+    # optimisation and losses
+    adam_beta1: float = 0.0
+    adam_beta2: float = 0.99
+    adam_epsilon: float = 1e-8
+    r1_gamma: float = 10.0
+    style_mixing: float = 0.9
+    ema_kimg: float = 10.0  # half-life of the generator average Gs
+    w_avg_beta: float = 0.995
+    mirror_augment: bool = True
+    # sampling (generate only; the tick grids are untruncated as in NVlabs)
+    truncation_psi: float = 0.7
+    truncation_cutoff: int = 8
+    # runs
+    seed: int = 1000
+    shuffle_buffer: int = 4096
+    snapshot_ticks: int = 10
+    keep_checkpoints: int = 5
+    grid_cols: int = 8
+    grid_rows: int = 4
+    swd_images: int = 1024  # 0: no SWD
+    swd_ticks: int = 1
+    fid_weights: str = ""  # a Keras model file (Inception pool features); empty: no FID
+    fid_images: int = 5000
+    fid_ticks: int = 10
+    xla: bool = False
+
+    def arch(self, full_height: int, full_width: int) -> Arch:
+        """The network shape for a dataset of this full size (cut at end_height when set)."""
+        h = self.end_height or full_height
+        return Arch(full_height=h, full_width=h * full_width // full_height, fmap_base=self.fmap_base,
+                    fmap_decay=self.fmap_decay, fmap_max=self.fmap_max, latent_size=self.latent_size,
+                    dlatent_size=self.dlatent_size, mapping_layers=self.mapping_layers,
+                    mapping_fmaps=self.mapping_fmaps, mapping_lrmul=self.mapping_lrmul, fused_min=self.fused_min,
+                    mbstd_group=self.mbstd_group)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (table keys as strings)."""
+        return {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of to_json; unknown keys are an error."""
+        return replace(cls(), **d)
+
+
+# keys that may change when a run resumes: they do not change what a step computes
+RESUMABLE = {"total_kimg", "snapshot_ticks", "keep_checkpoints", "swd_images", "swd_ticks", "fid_weights",
+             "fid_images", "fid_ticks", "grid_cols", "grid_rows"}
+
+CONFIGS: dict[str, TrainConfig] = {
+    # NVlabs defaults on 512x256 records: 8x4 -> 512x256, 600 + 600 kimg per level, 25M images
+    "stylegan-512x256": TrainConfig(),
+    # the same, stopping at 256x128 (records may still be 512x256)
+    "stylegan-256x128": TrainConfig(name="stylegan-256x128", end_height=256),
+    # CPU in minutes: tiny widths, 8x4 -> 32x16, 1 kimg per phase
+    "smoke": TrainConfig(
+        name="smoke", fmap_base=256, fmap_max=32, latent_size=32, dlatent_size=32, mapping_fmaps=32,
+        end_height=32, training_kimg=1.0, transition_kimg=1.0, total_kimg=5.0, minibatch={}, minibatch_base=16,
+        g_lrate={}, d_lrate={}, lrate_base=0.002, tick_kimg={}, tick_kimg_base=0.5, shuffle_buffer=256,
+        snapshot_ticks=2, keep_checkpoints=2, swd_images=128, swd_ticks=2),
+}
+
+
+def replace(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """A copy with changes, each checked against the field's type (tables: JSON objects keyed by height)."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    clean = {}
+    for key, value in changes.items():
+        if key not in fields:
+            raise ValueError(f"unknown setting {key!r}; settings: {', '.join(sorted(fields))}")
+        default = getattr(TrainConfig(), key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} takes true or false, not {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} takes an integer, not {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{key} takes a number, not {value!r}")
+            value = float(value)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"{key} takes a JSON object keyed by height, e.g. {{\"256\": 8}}, not {value!r}")
+            try:
+                value = {int(k): v for k, v in value.items()}
+            except ValueError:
+                raise ValueError(f"{key}: keys must be image heights, e.g. {{\"256\": 8}}") from None
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"{key} takes a string, not {value!r}")
+        clean[key] = value
+    out = dataclasses.replace(config, **clean)
+    check(out)
+    return out
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings -> values (JSON when it parses: numbers, true/false, objects; else the string)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{item!r} is not key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def check(c: TrainConfig) -> None:
+    """ValueError when settings contradict each other."""
+    if not _pow2(c.start_height) or c.start_height < 4:
+        raise ValueError(f"start_height {c.start_height} must be a power of two >= 4")
+    if c.end_height and (not _pow2(c.end_height) or c.end_height < c.start_height):
+        raise ValueError(f"end_height {c.end_height} must be a power of two >= start_height, or 0 for full size")
+    if c.training_kimg < 0 or c.transition_kimg < 0 or c.training_kimg + c.transition_kimg <= 0:
+        raise ValueError("training_kimg and transition_kimg must be >= 0 and not both 0")
+    if c.total_kimg <= 0:
+        raise ValueError("total_kimg must be > 0")
+    for k in ("minibatch", "g_lrate", "d_lrate", "tick_kimg"):
+        for h, v in getattr(c, k).items():
+            if not _pow2(h) or not isinstance(v, (int, float)) or v <= 0:
+                raise ValueError(f"{k}: {h}: {v} is not a positive value for a power-of-two height")
+    for h, mb in list(c.minibatch.items()) + [(0, c.minibatch_base)]:
+        if not isinstance(mb, int) or mb % min(mb, c.mbstd_group):
+            raise ValueError(f"minibatch {mb} (height {h or 'base'}) must be an integer multiple of mbstd_group")
+    if not 0 <= c.style_mixing <= 1:
+        raise ValueError("style_mixing is a probability in [0, 1]")
+
+

@@ -1,0 +1,107 @@
+"""`curate train` / `curate generate` on a tiny packed set: a smoke run through the CLI, and exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from curate.cli import main  # noqa: E402
+from curate.stylegan.config import CONFIGS, replace  # noqa: E402
+from curate.stylegan.synthetic import write_dataset  # noqa: E402
+from curate.train import run_training  # noqa: E402
+
+# 8x4 stable for 64 images, 16x8 faded in over 64, then stable: 5 ticks of 32 images, minibatch 8
+SETS = {"end_height": 16, "training_kimg": 0.064, "transition_kimg": 0.064, "total_kimg": 0.16, "minibatch_base": 8,
+        "tick_kimg_base": 0.032, "snapshot_ticks": 1, "swd_images": 16, "swd_ticks": 2, "grid_cols": 4,
+        "grid_rows": 2, "shuffle_buffer": 16}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    # 24 images: the 160-image run wraps the data several times, so epochs and reshuffles are exercised
+    return write_dataset(tmp_path_factory.mktemp("data") / "ds", 24, 32, 16, shard_size=10)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(dataset, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    args = ["train", str(dataset), "--config", "smoke", "--runs-dir", str(runs), "--no-progress"]
+    for k, v in SETS.items():
+        args += ["--set", f"{k}={v}"]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 0
+    (run,) = runs.iterdir()
+    return run
+
+
+def _weights(run):
+    reader = tf.train.load_checkpoint(str(run / "checkpoints"))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "OBJECT_GRAPH" not in k}
+
+
+def test_smoke_run_writes_config_grids_stats_and_checkpoint(smoke_run, capsys):
+    assert smoke_run.name == "00000-smoke"
+    saved = json.loads((smoke_run / "config.json").read_text())
+    assert saved["config"]["end_height"] == 16 and saved["dataset"]["count"] == 24
+    stats = [json.loads(line) for line in (smoke_run / "stats.jsonl").read_text().splitlines()]
+    assert [s["tick"] for s in stats] == [1, 2, 3, 4, 5]
+    assert [(s["height"], s["width"]) for s in stats] == [(8, 4), (8, 4), (16, 8), (16, 8), (16, 8)]
+    assert [round(s["alpha"], 3) for s in stats] == [1.0, 1.0, 0.375, 0.875, 1.0]  # at each tick's last step
+    assert all(np.isfinite(s["loss_g"]) and np.isfinite(s["loss_d"]) for s in stats)
+    assert "swd" in stats[1] and "swd" not in stats[0] and len(stats[-1]["swd"]) == 2
+    from PIL import Image
+
+    assert sorted(p.name for p in smoke_run.glob("fakes*.png")) == [f"fakes{t:05d}.png" for t in range(1, 6)]
+    grid = Image.open(smoke_run / "fakes00001.png")
+    assert grid.size == (4 * 8, 2 * 16)  # grid_cols x (width at end_height), grid_rows x height
+    assert Image.open(smoke_run / "reals.png").size == grid.size
+    assert tf.train.latest_checkpoint(str(smoke_run / "checkpoints")).endswith("ckpt-5")
+    assert list(smoke_run.glob("events.out.tfevents.*"))
+    assert "G/mapping/layers/0/w/.ATTRIBUTES/VARIABLE_VALUE" in _weights(smoke_run)
+
+
+def test_generate_writes_images_and_a_strip(smoke_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(smoke_run), "--seeds", "1-3", "--steps", "4", "--truncation", "0.5", "-o", str(tmp_path)])
+    assert e.value.code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interpolation.png", "seed0001.png", "seed0002.png",
+                                                          "seed0003.png"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "seed0001.png").size == (8, 16)
+    assert Image.open(tmp_path / "interpolation.png").size == (8 * (2 * 4 + 1), 16)
+    assert "generate: 3 images at level 4" in capsys.readouterr().out
+
+
+def test_resume_equals_an_uninterrupted_run(smoke_run, dataset, tmp_path):
+    # Bitwise: every random draw is stateless in (seed, step), the data position is restored, and the
+    # same ops run on the same inputs on the same machine; nothing is left to float tolerance.
+    config = replace(CONFIGS["smoke"], **SETS)
+    first = run_training(config, dataset, runs_dir=tmp_path, progress=False, stop_after_ticks=3, echo=lambda s: None)
+    assert not first["finished"] and first["ticks"] == 3  # stopped mid fade-in at 16x8
+    run = tmp_path / "00000-smoke"
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--resume", str(run), "--no-progress"])
+    assert e.value.code == 0
+    a, b = _weights(smoke_run), _weights(run)
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not np.array_equal(a[k], b[k])]
+    assert differ == ["counters/seconds/.ATTRIBUTES/VARIABLE_VALUE"]  # wall-clock time trained; all else equal
+    strip = lambda r: [{k: v for k, v in json.loads(line).items() if "sec" not in k and "per_s" not in k}  # noqa: E731
+                       for line in (r / "stats.jsonl").read_text().splitlines()]
+    assert strip(run) == strip(smoke_run)
+
+
+def test_misuse_is_one_line_and_exit_2(tmp_path, capsys):
+    for args in (["train", str(tmp_path / "missing")], ["train", str(tmp_path), "--set", "nope=1"],
+                 ["train", "--resume", str(tmp_path)], ["train"]):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error" in err, err
