@@ -16,6 +16,7 @@ from curate import __version__
 # name -> "module:attribute"; the order here is the order `curate --help` lists them.
 COMMANDS = {
     "filter": "curate.filter_cli:filter_command",
+    "crop": "curate.crop_cli:crop_command",
 }
 
 
@@ -44,11 +45,13 @@ def cli() -> None:
     \b
     Stages (each resumable, each writes a table and a stats file you can inspect):
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
+      crop     FILTERED.parquet or a folder -> WORKDIR/crops/ + crops.parquet   (512x256 face portraits)
 
     \b
     Examples:
       curate filter /data/danbooru2018/metadata --dataset-root /data/danbooru2018 --out work/filtered.parquet
       curate filter posts.json.gz --min-favs 10 --max-age-years 6 --out filtered.parquet
+      curate crop work/filtered.parquet --dataset-root /data/danbooru2018 --out work
     """
 
 
