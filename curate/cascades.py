@@ -63,10 +63,10 @@ def frontalface_path() -> Path:
     return Path(cv2.data.haarcascades) / FRONTALFACE_FILE
 
 
-def resolve_cascade(spec: str, cascade_dir: str | os.PathLike = CASCADE_DIR) -> Path:
+def resolve_cascade(spec: str, cascade_dir: str | os.PathLike | None = None) -> Path:
     """`animeface`, `frontalface` or a path -> a checked cascade file (CascadeError if unusable)."""
     if spec == "animeface":
-        path = Path(cascade_dir) / ANIMEFACE_FILE
+        path = Path(cascade_dir or CASCADE_DIR) / ANIMEFACE_FILE
         check_animeface(path)
         return path
     if spec == "frontalface":
@@ -106,9 +106,9 @@ def extract_animeface(wheel: str | os.PathLike, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def fetch_animeface(cascade_dir: str | os.PathLike = CASCADE_DIR) -> tuple[Path, bool]:
+def fetch_animeface(cascade_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
     """Make sure the anime-face cascade is in `cascade_dir`; (path, True if it had to be fetched)."""
-    dest = Path(cascade_dir) / ANIMEFACE_FILE
+    dest = Path(cascade_dir or CASCADE_DIR) / ANIMEFACE_FILE
     try:
         check_animeface(dest)
         return dest, False

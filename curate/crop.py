@@ -346,6 +346,7 @@ def run_crop(
     overlays: str | os.PathLike | None = None,
     progress: bool = True,
     inputs: dict[str, Any] | None = None,
+    chunk: int = CHUNK,
 ) -> dict[str, Any]:
     """Crop every source into `workdir`, resuming finished chunks; return (and save) the stats."""
     t0 = time.perf_counter()
@@ -354,7 +355,7 @@ def run_crop(
     parts = wd.root / PARTS_DIR / config.fingerprint()
     parts.mkdir(parents=True, exist_ok=True)
     workers = workers or default_workers()
-    chunks = [sources[i:i + CHUNK] for i in range(0, len(sources), CHUNK)]
+    chunks = [sources[i:i + chunk] for i in range(0, len(sources), chunk)]
     keys = [f"{i:06d}-{_chunk_key(config, c)}" for i, c in enumerate(chunks)]
     todo = [i for i, key in enumerate(keys) if not (parts / f"{key}.json").exists()]
     redo_images = sum(len(chunks[i]) for i in todo)

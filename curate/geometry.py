@@ -46,7 +46,8 @@ def portrait_box(face: Box, image_size: tuple[int, int], k: float, min_k: float,
     if padded and not pad:
         return "does_not_fit"
     kk = min_k if padded else k_fit
-    bw = max(1, math.floor(kk * fw + 1e-9))
+    # floor keeps a fitting box inside the image; ceil keeps a padded one at min_k or more
+    bw = max(1, math.ceil(kk * fw - 1e-9) if padded else math.floor(kk * fw + 1e-9))
     bh = 2 * bw
     # Natural place (face centred in the upper square), shifted inside the image, then held so
     # that the face stays whole and its centre stays in the upper half: the face wins over the edge
