@@ -17,6 +17,7 @@ from curate import __version__
 COMMANDS = {
     "fetch": "curate.fetch_cli:fetch_command",
     "filter": "curate.filter_cli:filter_command",
+    "crop": "curate.crop_cli:crop_command",
     "score": "curate.score_cli:score_command",
     "review": "curate.review_cli:review_group",
     "pack": "curate.pack_cli:pack_command",
@@ -55,6 +56,7 @@ def cli() -> None:
     Stages (each resumable, each writes a table and a stats file you can inspect):
       fetch    Danbooru API -> a small dump   (when you have no local dump)
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
+      crop     FILTERED.parquet or a folder -> WORKDIR/crops/ + crops.parquet   (512x256 face portraits)
       score    WORKDIR crops -> scores.parquet (illustration2vec person probability, or a heuristic)
       review   crops -> WORKDIR/review.sqlite  (browser grid; export; contact sheet)
       pack     WORKDIR -> multi-resolution TFRecords + dataset.json (512x256 .. 4x2)
@@ -69,6 +71,7 @@ def cli() -> None:
     Examples:
       curate filter /data/danbooru2018/metadata --dataset-root /data/danbooru2018 --out work/filtered.parquet
       curate filter posts.json.gz --min-favs 10 --max-age-years 6 --out filtered.parquet
+      curate crop work/filtered.parquet --dataset-root /data/danbooru2018 --out work
       curate review grid work
     """
 

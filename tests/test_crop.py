@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curate import cli
+from curate.cascades import ANIMEFACE_FILE, CASCADE_DIR, load_cascade, sha256_of
+from curate.crop import (
+    PARTS_DIR,
+    CropConfig,
+    Cropper,
+    Source,
+    detect_faces,
+    detector_input,
+    folder_crop_base,
+    open_sources,
+    run_crop,
+    stats_path,
+)
+from curate.decode import decode_image
+from curate.workdir import CROPS_SCHEMA, Workdir
+
+ROOT = Path(__file__).resolve().parents[1]
+FOOD = "2142276"
+
+
+@pytest.fixture
+def cascade() -> Path:
+    path = CASCADE_DIR / ANIMEFACE_FILE
+    if not path.is_file():
+        pytest.skip(f"{path} is not fetched; run 'make cascades'")
+    return path
+
+
+def config(cascade: Path, **kw) -> CropConfig:
+    return CropConfig(cascade=str(cascade), cascade_sha256=sha256_of(cascade), **kw)
+
+
+def sample_images(sample_root: Path) -> list[Path]:
+    return sorted((sample_root / "original").glob("*/*.jpg"))
+
+
+def bad_inputs(folder: Path) -> dict[str, str]:
+    """Every kind of bad input from the issue, written into `folder`; name -> expected reason (None: decodes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.effect_noise((300, 300), 50).convert("RGB").save(buf, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[:2000])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image\n")
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(folder / "png-named.jpg", "PNG")
+    Image.new("CMYK", (64, 64), (0, 255, 255, 0)).save(folder / "cmyk.jpg", "JPEG")
+    Image.fromarray(np.full((64, 64), 40000, np.uint16)).save(folder / "sixteen.png")
+    Image.new("P", (64, 64), 3).save(folder / "palette.png", transparency=3)
+    Image.new("RGBA", (64, 64), (9, 9, 9, 0)).save(folder / "rgba.png")
+    Image.new("L", (64, 64), 100).save(folder / "grey.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.new("RGB", (80, 40)).save(folder / "rotated.jpg", exif=exif)
+    frames = [Image.new("RGB", (40, 40), c) for c in ("red", "blue")]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    Image.new("RGB", (600, 600)).save(folder / "bomb.png")  # above the test's --max-pixels
+    return {
+        "truncated.jpg": "truncated", "empty.jpg": "empty_file", "text.jpg": "not_an_image",
+        "png-named.jpg": "no_face", "cmyk.jpg": "no_face", "sixteen.png": "no_face", "palette.png": "no_face",
+        "rgba.png": "no_face", "grey.jpg": "no_face", "rotated.jpg": "no_face", "animated.gif": "no_face",
+        "bomb.png": "decompression_bomb",
+    }
+
+
+def test_each_bad_input_gets_its_reason_and_the_run_goes_on(tmp_path, cascade, sample_root):
+    expected = bad_inputs(tmp_path / "in")
+    good = sample_root / "original" / "0266" / "2142266.jpg"  # a clear, centred face
+    shutil.copy(good, tmp_path / "in" / "zz-good.jpg")
+    cfg = config(cascade, max_pixels=300_000)
+    sources, ignored = open_sources(tmp_path / "in")
+    assert ignored == 0 and len(sources) == len(expected) + 1
+    cropper = Cropper(cfg, tmp_path / "work")
+    got = {s.source: cropper(s) for s in sources}
+    for name, reason in expected.items():
+        assert got[name].reason == reason, name
+        assert got[name].rows == []
+    assert got["zz-good.jpg"].reason is None and len(got["zz-good.jpg"].rows) == 1
+    # the rotated file: its oriented size is recorded as the source size
+    assert decode_image(tmp_path / "in" / "rotated.jpg", 10**6).source_size == (40, 80)
+
+    # the same through the whole stage, with a missing file from a filtered table
+    stats = run_crop(sources + [Source(str(tmp_path / "in" / "gone.jpg"), "gone.jpg", "gone", 7)],
+                     tmp_path / "work", cfg, workers=1, progress=False)
+    assert stats["images"] == len(expected) + 2
+    assert stats["decode_failures"] == {"missing_file": 1, "empty_file": 1, "not_an_image": 1,
+                                        "decompression_bomb": 1, "truncated": 1}
+    assert stats["no_face"] == 8 and stats["crops"] == 1
+    assert {f["source"]: f["reason"] for f in stats["failures"]}["gone.jpg"] == "missing_file"
+    assert json.loads(stats_path(Workdir(tmp_path / "work")).read_text())["crops"] == 1
+
+
+def test_detection_on_the_full_sample_with_plain_settings(cascade, sample_root):
+    clf = load_cascade(cascade)
+    found = {}
+    for path in sample_images(sample_root):
+        d = decode_image(path, 10**8)
+        faces = detect_faces(clf, detector_input(d.image, d.image.size), 1.1, 5, 24)
+        found[path.stem] = faces
+        assert [c for _, c in faces] == sorted((c for _, c in faces), reverse=True)  # index 0 = most confident
+    assert len(found) == 50
+    assert sum(1 for f in found.values() if f) == 29
+    assert found[FOOD] == []
+
+
+def check_workdir(work: Path, height: int = 512, width: int = 256) -> pa.Table:
+    table = pq.read_table(work / "crops.parquet")
+    assert table.schema.equals(CROPS_SCHEMA)
+    for row in table.to_pylist():
+        assert row["crop_id"] == f"{row['post_id']}_{row['face_index']}" if row["post_id"] else True
+        assert row["crop_h"] == 2 * row["crop_w"]
+        assert row["scale"] <= 2.0 + 1e-6  # never more than 2x upscaling by default
+        assert row["file"] == Workdir.crop_file(row["crop_id"])
+        with Image.open(work / row["file"]) as im:
+            assert im.size == (width, height) and im.format == "PNG"
+        # the face is inside its crop box
+        assert row["crop_x"] <= row["face_x"] and row["face_x"] + row["face_w"] <= row["crop_x"] + row["crop_w"]
+        assert row["crop_y"] <= row["face_y"] and row["face_y"] + row["face_h"] <= row["crop_y"] + row["crop_h"]
+    return table
+
+
+def filtered_table(sample_root: Path, dest: Path, copies: int = 1) -> Path:
+    """A filtered table over the sample's images (the columns crop reads), repeated `copies` times with new ids."""
+    images = sample_images(sample_root)
+    ids, paths = [], []
+    for c in range(copies):
+        for p in images:
+            ids.append(int(p.stem) + c * 10_000_000)
+            paths.append(p.relative_to(sample_root).as_posix())
+    pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "path": paths}), dest)
+    return dest
+
+
+def test_crop_stage_on_the_sample_via_the_cli(tmp_path, cascade, sample_root, capsys):
+    table_path = filtered_table(sample_root, tmp_path / "filtered.parquet")
+    argv = ["crop", str(table_path), "--dataset-root", str(sample_root), "--out", str(tmp_path / "w"),
+            "--no-progress", "--overlays", str(tmp_path / "ov"), "-j", "2"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith("crop: 50 images")
+    table = check_workdir(tmp_path / "w")
+    stats = json.loads((tmp_path / "w" / "crops.stats.json").read_text())
+    assert stats["images"] == 50 and stats["crops"] == table.num_rows > 5
+    assert stats["decoded"] == stats["no_face"] + stats["images_with_faces"]
+    assert stats["faces"] == stats["crops"] + sum(stats["rejected_faces"].values()) + stats["over_max_faces"]
+    assert FOOD not in {str(p) for p in table.column("post_id").to_pylist()}
+    assert (tmp_path / "ov" / "crops-sheet.png").is_file() and (tmp_path / "ov" / "overlays-sheet.png").is_file()
+    assert len(list((tmp_path / "ov" / "images").glob("*.jpg"))) == 50
+
+
+def workdir_bytes(work: Path) -> dict[str, bytes]:
+    """Every output file of a workdir (not the parts, not the stats' run details)."""
+    out = {"crops.parquet": (work / "crops.parquet").read_bytes()}
+    for f in sorted((work / "crops").rglob("*")):
+        if f.is_file():
+            out[f.relative_to(work).as_posix()] = f.read_bytes()
+    return out
+
+
+def test_same_input_gives_identical_outputs_with_any_worker_count(tmp_path, cascade, sample_root):
+    sources, _ = open_sources(sample_root / "original")
+    cfg = config(cascade)
+    a = run_crop(sources, tmp_path / "a", cfg, workers=1, progress=False, chunk=7)
+    b = run_crop(sources, tmp_path / "b", cfg, workers=2, progress=False)
+    assert a["crops"] == b["crops"] > 5
+    assert workdir_bytes(tmp_path / "a") == workdir_bytes(tmp_path / "b")
+    check_workdir(tmp_path / "a")
+    # folder ids: stable, from the relative path, post_id null
+    table = pq.read_table(tmp_path / "a" / "crops.parquet")
+    assert table.column("post_id").null_count == table.num_rows
+    row = table.slice(0, 1).to_pylist()[0]
+    assert row["crop_id"] == f"{folder_crop_base(row['source'])}_{row['face_index']}"
+    # a rerun finds everything done and changes nothing
+    before = workdir_bytes(tmp_path / "a")
+    again = run_crop(sources, tmp_path / "a", cfg, workers=2, progress=False, chunk=7)
+    assert again["processed_now"] == 0 and workdir_bytes(tmp_path / "a") == before
+    # another setting replaces the old crops: no file of the old run is left behind
+    run_crop(sources, tmp_path / "a", config(cascade, k=2.0, min_k=1.5), workers=2, progress=False)
+    files = set(pq.read_table(tmp_path / "a" / "crops.parquet").column("file").to_pylist())
+    assert {f.relative_to(tmp_path / "a").as_posix() for f in (tmp_path / "a" / "crops").rglob("*.png")} == files
+    assert len(list((tmp_path / "a" / PARTS_DIR).iterdir())) == 1
+
+
+_RUN = """
+import sys
+from curate.crop import CropConfig, open_sources, run_crop
+from curate.cascades import sha256_of
+src, work, cascade = sys.argv[1:4]
+sources, _ = open_sources(src)
+run_crop(sources, work, CropConfig(cascade=cascade, cascade_sha256=sha256_of(cascade)), workers=2, progress=False, chunk=8)
+"""
+
+
+def test_a_killed_run_resumes_to_the_same_outputs(tmp_path, cascade, sample_root):
+    # 4 copies of the sample (200 images, 25 chunks): long enough to be killed in the middle
+    src = tmp_path / "src"
+    for c in range(4):
+        (src / f"copy{c}").mkdir(parents=True)
+        for p in sample_images(sample_root):
+            os.link(p, src / f"copy{c}" / p.name) if _same_device(p, src) else shutil.copy(p, src / f"copy{c}" / p.name)
+    sources, _ = open_sources(src)
+    work = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", _RUN, str(src), str(work), str(cascade)], env=env,
+                            start_new_session=True)
+    parts = None
+    try:
+        while proc.poll() is None:  # wait for the first finished chunk, then kill the whole process group
+            found = list(work.glob(f"{PARTS_DIR}/*/*.json"))
+            if len(found) >= 2:
+                parts = len(found)
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)  # polling, not timing: leave the cores to the run
+    finally:
+        proc.wait()
+    assert parts is not None and parts < len(sources) // 8, "the run was not caught in the middle"
+    assert not (work / "crops.parquet").exists()
+
+    resumed = run_crop(sources, work, config(cascade), workers=2, progress=False, chunk=8)
+    assert 0 < resumed["processed_now"] < len(sources)
+    clean = run_crop(sources, tmp_path / "clean", config(cascade), workers=2, progress=False, chunk=8)
+    assert resumed["crops"] == clean["crops"] > 0
+    assert workdir_bytes(work) == workdir_bytes(tmp_path / "clean")
+    leftovers = [p for p in work.rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def _same_device(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cascade", "/nonexistent/cascade.xml"], "neither"),
+        (["--size", "512x512"], "2:1"),
+        (["--k", "2", "--min-k", "3"], "larger than"),
+    ],
+)
+def test_misuse_is_one_line_and_exit_2(tmp_path, capsys, args, message, cascade):
+    (tmp_path / "in").mkdir()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["crop", str(tmp_path / "in"), "--out", str(tmp_path / "w"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_filtered_table_needs_a_dataset_root(tmp_path, capsys):
+    pq.write_table(pa.table({"id": [1], "path": ["a.jpg"]}), tmp_path / "f.parquet")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["crop", str(tmp_path / "f.parquet"), "--out", str(tmp_path / "w"), "--cascade", "frontalface"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--dataset-root" in err and err.count("\n") == 1

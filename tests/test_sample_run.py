@@ -1,0 +1,74 @@
+"""The whole pipeline on the real 50-post sample: `curate run sample`, reruns, and the report.
+
+Skipped without ../shared/data/danbooru-sample (a fresh clone has none).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ARTIFACTS
+from curate import records
+from curate.pipeline import load, plan, resolve, run
+from curate.report import build
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    from conftest import SAMPLE
+
+    if not (SAMPLE / "metadata").is_dir():
+        pytest.skip(f"the shared Danbooru sample is not at {SAMPLE}")
+    work = tmp_path_factory.mktemp("work")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DANBOORU", str(SAMPLE))
+    mp.setenv("WORK", str(work))
+    log: list[str] = []
+    pipeline = load(resolve("sample"), ["crop.progress=false", "score.progress=false", "pack.progress=false",
+                                        "filter.progress=false"])
+    run(pipeline, echo=log.append)
+    yield pipeline, log
+    mp.undo()
+
+
+def test_sample_pipeline_runs_every_stage(sample_run):
+    p, log = sample_run
+    assert [line.split()[0] for line in log if line.startswith("== ")] == ["=="] * 4
+    manifest = json.loads((p.dataset_dir / records.MANIFEST).read_text())
+    crops = json.loads((p.workdir / "crops.stats.json").read_text())
+    scores = json.loads((p.workdir / "scores.stats.json").read_text())
+    # every crop that scoring kept is a record, at every level from 512x256 down to 4x2
+    assert manifest["count"] == scores["kept"] > 0 and crops["crops"] >= scores["kept"]
+    assert [lv["height"] for lv in manifest["levels"]] == [512, 256, 128, 64, 32, 16, 8, 4]
+    assert all(lv["records"] == manifest["count"] for lv in manifest["levels"])
+
+
+def test_an_unchanged_rerun_does_nothing_and_a_change_reruns_from_that_stage(sample_run):
+    p, _ = sample_run
+    log: list[str] = []
+    run(load(p.source, _quiet()), echo=log.append)
+    assert log[-1] == "nothing to do: every stage is up to date"
+    steps = plan(load(p.source, _quiet() + ["crop.k=2.2"]))
+    assert [(s["stage"], s["action"]) for s in steps] == [
+        ("filter", "skip"), ("crop", "run"), ("score", "run"), ("pack", "run")]
+
+
+def test_report_renders_in_a_real_browser(sample_run, browser):
+    p, _ = sample_run
+    path = build(p.workdir)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(path.as_uri())
+    rows = page.eval_on_selector_all("table tr td:nth-child(2)", "tds => tds.map(t => t.textContent)")
+    assert rows[:2] == ["posts in the metadata", "posts kept by the filter"]
+    assert "portrait crops" in rows and "records in the dataset" in rows
+    images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.alt, i.naturalWidth])")
+    assert len(images) >= 4 and all(width > 0 for _, width in images)  # every picture decoded
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    page.close()
+
+
+def _quiet() -> list[str]:
+    return [f"{stage}.progress=false" for stage in ("filter", "crop", "score", "pack")]
