@@ -43,6 +43,7 @@ cascades:  ## fetch and verify cascades/lbpcascade_animeface.xml
 dataset: venv cascades  ## run the pipeline on DANBOORU (default: the shared 50-post sample)
 	@test -d "$(DANBOORU)" || { echo "make dataset: no Danbooru data at '$(DANBOORU)'; run 'make dataset DANBOORU=/path/to/danbooru2018'"; exit 2; }
 	$(VENV)/bin/curate filter "$(DANBOORU)" --dataset-root "$(DANBOORU)" --out $(WORK)/filtered.parquet
+	$(VENV)/bin/curate crop $(WORK)/filtered.parquet --dataset-root "$(DANBOORU)" --out $(WORK)
 
 # pytest exits 5 when it collected no test: that is "nothing to run", not a failure.
 test: dev cascades  ## run the test suite
@@ -50,6 +51,7 @@ test: dev cascades  ## run the test suite
 
 bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothing)
 	$(PY) bench/filter.py
+	$(PY) bench/crop.py
 
 clean:  ## remove .venv and outputs
 	rm -rf $(VENV) $(WORK) *.egg-info
