@@ -43,6 +43,7 @@ FACE_REASONS = ("too_small", "does_not_fit")
 IMAGE_REASONS = DECODE_REASONS + ("no_face",)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 CHUNK = 128  # images per part file: the unit of resumption
+CROP_OVERSAMPLE = 2.0  # a reduced decode for cutting crops keeps at least this x the output's height
 FAILURE_SAMPLES = 100
 PARTS_DIR = ".crop-parts"
 
@@ -206,14 +207,17 @@ class Cropper:
         keep = [(i, f, p) for i, f, p in placed if isinstance(p, Portrait)]
         if not keep:
             return res
-        full = small if cfg.detect_reduction >= 1.0 else decode_image(src.path, cfg.max_pixels, 1.0)
+        # Big crops need not the full resolution: the JPEG decoder may scale down (DCT scaling) as
+        # long as every crop keeps at least CROP_OVERSAMPLE x the output's pixels before Lanczos.
+        reduce_to = min(1.0, max(CROP_OVERSAMPLE * cfg.out_height / p.box.h for _, _, p in keep))
+        full = decode_image(src.path, cfg.max_pixels, reduce_to)
         if isinstance(full, DecodeFailure):  # the reduced decode worked, so this is rare: a lying file
             res.reason, res.detail = full.reason, full.detail
             return res
         for index, face, p in keep:
             crop_id = f"{src.crop_base}_{index}"
             rel = Workdir.crop_file(crop_id, "jpg" if cfg.fmt == "jpg" else "png")
-            write_bytes(self.workdir / rel, self._encode(self._cut(full.image, p.box)))
+            write_bytes(self.workdir / rel, self._encode(self._cut(full, p.box)))
             res.padded += p.padded
             res.rows.append({
                 "crop_id": crop_id, "post_id": src.post_id, "source": src.source, "face_index": index,
@@ -224,18 +228,23 @@ class Cropper:
             })
         return res
 
-    def _cut(self, image: Image.Image, box: Box) -> Image.Image:
-        """The box from the full image (white beyond its edges), resized to the output size."""
+    def _cut(self, decoded: Decoded, box: Box) -> Image.Image:
+        """The box (source pixels) from a maybe-reduced image, white beyond its edges, resized to the output size."""
         cfg = self.config
+        image = decoded.image
+        f = image.width / decoded.source_size[0]
+        width, height = decoded.source_size
         x0, y0 = max(0, box.x), max(0, box.y)
-        x1, y1 = min(image.width, box.x + box.w), min(image.height, box.y + box.h)
-        region = image.crop((x0, y0, x1, y1))
-        if (x0, y0, x1, y1) != (box.x, box.y, box.x + box.w, box.y + box.h):
-            canvas = Image.new("RGB", (box.w, box.h), (255, 255, 255))
-            canvas.paste(region, (x0 - box.x, y0 - box.y))
-            region = canvas
-        # Lanczos with Pillow's support scaled to the reduction: proper antialiasing when shrinking.
-        return region.resize((cfg.out_width, cfg.out_height), Image.Resampling.LANCZOS)
+        x1, y1 = min(width, box.x + box.w), min(height, box.y + box.h)
+        size = (cfg.out_width, cfg.out_height)
+        # Lanczos with Pillow's support scaled to the reduction: proper antialiasing when shrinking;
+        # resize(box=) reads the region in place, with sub-pixel edges on a reduced image.
+        if (x0, y0, x1, y1) == (box.x, box.y, box.x + box.w, box.y + box.h):
+            return image.resize(size, Image.Resampling.LANCZOS, box=(x0 * f, y0 * f, x1 * f, y1 * f))
+        region = image.crop((round(x0 * f), round(y0 * f), round(x1 * f), round(y1 * f)))
+        canvas = Image.new("RGB", (round(box.w * f), round(box.h * f)), (255, 255, 255))
+        canvas.paste(region, (round((x0 - box.x) * f), round((y0 - box.y) * f)))
+        return canvas.resize(size, Image.Resampling.LANCZOS)
 
     def _encode(self, image: Image.Image) -> bytes:
         buf = io.BytesIO()
@@ -360,6 +369,8 @@ def run_crop(
     todo = [i for i, key in enumerate(keys) if not (parts / f"{key}.json").exists()]
     redo_images = sum(len(chunks[i]) for i in todo)
 
+    # (OpenCV keeps its own threads: cv2.setNumThreads() in a forked worker deadlocks when the
+    # parent had already started OpenCV's pool.)
     cropper = Cropper(config, wd.root, overlays)
     with tqdm(total=len(sources), initial=len(sources) - redo_images, unit="img", desc="crop",
               disable=not progress, dynamic_ncols=True) as bar:
@@ -434,7 +445,7 @@ def _assemble(wd: Workdir, parts: Path, keys: list[str], config: CropConfig, ove
 
 
 def _sweep(wd: Workdir, parts: Path, keep_keys: set[str], keep_files: set[str]) -> None:
-    """Remove parts of other inputs or settings, and crop files no row points to (a changed input)."""
+    """Remove parts of other inputs or settings, crop files no row points to (a changed input) and temporaries."""
     import shutil
 
     for p in parts.iterdir():
@@ -448,7 +459,8 @@ def _sweep(wd: Workdir, parts: Path, keep_keys: set[str], keep_files: set[str]) 
             if not shard.is_dir():
                 continue
             for f in shard.iterdir():
-                if f"crops/{shard.name}/{f.name}" not in keep_files and not f.name.startswith("."):
+                # every worker is done, so a hidden temporary here is a killed run's leftover
+                if f"crops/{shard.name}/{f.name}" not in keep_files:
                     f.unlink(missing_ok=True)
 
 
