@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
