@@ -71,7 +71,8 @@ STAGES: dict[str, StageSpec] = {
                   args=lambda p: [str(p.workdir)],
                   outputs=lambda p: [p.workdir / "scores.parquet"]),
         StageSpec("pack", "curate.pack_cli:pack_command",
-                  args=lambda p: [str(p.workdir), "--out", str(p.dataset_dir)],
+                  # the dataset folder belongs to the pipeline: a rerun replaces what an earlier run packed
+                  args=lambda p: [str(p.workdir), "--out", str(p.dataset_dir), "--overwrite"],
                   outputs=lambda p: [p.dataset_dir / "dataset.json"],
                   inputs=lambda p: [p.workdir / "review.sqlite"]),  # review decisions change what pack keeps
     ]

@@ -72,3 +72,21 @@ def test_report_renders_in_a_real_browser(sample_run, browser):
 
 def _quiet() -> list[str]:
     return [f"{stage}.progress=false" for stage in ("filter", "crop", "score", "pack")]
+
+
+def test_a_review_decision_reruns_pack_only_and_pack_drops_the_crop(sample_run):
+    import pyarrow.parquet as pq
+
+    from curate.review import DecisionStore
+
+    p, _ = sample_run
+    first = pq.read_table(p.workdir / "crops.parquet").column("crop_id")[0].as_py()
+    store = DecisionStore(p.workdir / "review.sqlite")
+    store.append([(first, "rejected")], origin="grid")
+    steps = plan(load(p.source, _quiet()))
+    assert [(s["stage"], s["action"]) for s in steps] == [
+        ("filter", "skip"), ("crop", "skip"), ("score", "skip"), ("pack", "run")]
+    before = json.loads((p.dataset_dir / records.MANIFEST).read_text())["count"]
+    run(load(p.source, _quiet()), echo=lambda _: None)
+    manifest = json.loads((p.dataset_dir / records.MANIFEST).read_text())
+    assert manifest["count"] == before - 1 and first not in manifest["record_crop_ids"]
