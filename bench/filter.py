@@ -173,7 +173,7 @@ def main() -> None:
               f"peak {base_mem:,.0f} MB   (runs {', '.join(f'{t:.1f}' for t in base_t)} s)")
         print(f"  curate filter ({workers} workers):        {size / 1e6 / c:7.1f} MB/s  {posts / c:9,.0f} posts/s  "
               f"peak {cur_mem:,.0f} MB, all processes   (runs {', '.join(f'{t:.1f}' for t in cur_t)} s)")
-        print(f"  ratio: {b / c:.1f}x the baseline   target: >= 250 MB/s and >= 5x")
+        print(f"  ratio: {b / c:.2f}x the baseline   target: >= 250 MB/s and >= 5x")
 
 
 if __name__ == "__main__":

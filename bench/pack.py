@@ -189,7 +189,7 @@ def main() -> None:
     print(f"  curate pack ({workers} workers):        {args.crops / c:7.1f} crops/s  {mb / c:7.1f} MB/s   "
           f"(runs {', '.join(f'{t:.1f}' for t in cur_t)} s)")
     print(f"  disk sequential write (fsync):     {d / (mb / args.crops):7.1f} crops/s  {d:7.1f} MB/s   (the limit)")
-    print(f"  ratio: {b / c:.1f}x the baseline, {mb / c / d:.0%} of the disk's write speed   target: >= 3x")
+    print(f"  ratio: {b / c:.2f}x the baseline, {mb / c / d:.0%} of the disk's write speed   target: >= 3x")
     shutil.rmtree(out_base, ignore_errors=True)
     shutil.rmtree(out_cur, ignore_errors=True)
 
