@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from curate import records as R
+from curate.hashing import file_sha256
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def inspect_dataset(directory: str | os.PathLike, samples: int = 8) -> Report:
             lv.bytes += path.stat().st_size
             entry = manifest["files"].get(name) if manifest else None
             if manifest is not None:
-                sha = R.file_sha256(path)
+                sha = file_sha256(path)
                 if entry is None or sha != entry["sha256"] or path.stat().st_size != entry["bytes"]:
                     lv.hashes_ok = False
                     want = f"{entry['sha256'][:12]}.. ({entry['bytes']:,} bytes)" if entry else "no entry"
@@ -208,7 +209,7 @@ def _check_labels(directory: Path, manifest: dict) -> list[Problem]:
         return [Problem(name, "missing file", "labels listed in dataset.json but not on disk")]
     out = []
     entry = manifest["files"].get(name)
-    if entry and R.file_sha256(path) != entry["sha256"]:
+    if entry and file_sha256(path) != entry["sha256"]:
         out.append(Problem(name, "hash mismatch", "sha256 differs from dataset.json"))
     try:
         labels = np.load(path)

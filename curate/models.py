@@ -14,7 +14,6 @@ The manifest's sha256 is checked on every load, so a truncated or edited weights
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np
 
 from curate import __version__
 from curate.atomic import write_bytes, write_json
+from curate.hashing import file_sha256
 from curate.illust2vec import CONV_LAYERS, N_OUTPUTS, conv_shapes, infer_width_divisor
 
 MODEL = "illustration2vec"
@@ -78,13 +78,6 @@ def models_dir(override: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "curate" / "models"
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- download
@@ -139,7 +132,7 @@ def download(url: str, dest: Path, *, sha256: str | None = None, size: int | Non
 def _matches(path: Path, sha256: str | None, size: int | None) -> bool:
     if size is not None and path.stat().st_size != size:
         return False
-    return sha256 is None or sha256_file(path) == sha256
+    return sha256 is None or file_sha256(path) == sha256
 
 
 def _finish(part: Path, dest: Path, sha256: str | None, size: int | None, url: str) -> Path:
@@ -148,7 +141,7 @@ def _finish(part: Path, dest: Path, sha256: str | None, size: int | None, url: s
         if got > size:
             part.unlink()
         raise DownloadError(f"{url}: got {got} bytes, expected {size}" + ("; run again to resume" if got < size else ""))
-    if sha256 is not None and (digest := sha256_file(part)) != sha256:
+    if sha256 is not None and (digest := file_sha256(part)) != sha256:
         part.unlink()
         raise DownloadError(f"{url}: sha256 {digest} does not match the published {sha256}; the file was removed")
     os.replace(part, dest)
@@ -282,16 +275,16 @@ def install_illustration2vec(source: Path, root: Path, progress: bool = True) ->
         "model": MODEL,
         "format": "keras-weights-h5",
         "weights": WEIGHTS_FILE,
-        "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
+        "weights_sha256": file_sha256(folder / WEIGHTS_FILE),
         "weights_bytes": (folder / WEIGHTS_FILE).stat().st_size,
         "tags": "tags.json",
-        "tags_sha256": sha256_file(folder / "tags.json"),
+        "tags_sha256": file_sha256(folder / "tags.json"),
         "width_divisor": divisor,
         "parameters": int(sum(w.size + b.size for w, b in weights.values())),
         "source": {
             "kind": kind,
             "weights": str(weights_src.resolve()),
-            "weights_sha256": sha256_file(weights_src),
+            "weights_sha256": file_sha256(weights_src),
             "weights_bytes": weights_src.stat().st_size,
             "tags": str(tags_src.resolve()),
         },
@@ -326,7 +319,7 @@ def load_illustration2vec(root: Path, verify: bool = True) -> tuple[Any, list[st
         raise ModelError(f"illustration2vec is not installed in {root}; run 'curate models install illustration2vec'")
     folder = root / MODEL
     weights = folder / manifest["weights"]
-    if verify and sha256_file(weights) != manifest["weights_sha256"]:
+    if verify and file_sha256(weights) != manifest["weights_sha256"]:
         raise ModelError(f"{weights} does not match the sha256 in its manifest; reinstall with 'curate models install illustration2vec'")
     from curate.illust2vec import build_model
 

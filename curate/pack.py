@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from curate import __version__
 from curate import records as R
+from curate.hashing import file_sha256
 from curate.atomic import write_bytes, write_json
 from curate.parallel import default_workers, ordered_map
 from curate.workdir import Workdir, surviving_crops
@@ -265,7 +266,7 @@ def _table_hashes(wd: Workdir, posts: str | None) -> dict[str, dict[str, Any]]:
     out = {}
     for p in (wd.crops_table, wd.scores_table, wd.review_db, Path(posts) if posts else None):
         if p is not None and p.exists():
-            out[p.name if p.parent == wd.root else str(p)] = {"sha256": R.file_sha256(p), "bytes": p.stat().st_size}
+            out[p.name if p.parent == wd.root else str(p)] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
     return out
 
 
@@ -281,7 +282,7 @@ def _verify(out: Path, manifest: dict) -> list[str]:
     bad = []
     for name, entry in manifest["files"].items():
         p = out / name
-        if not p.exists() or p.stat().st_size != entry["bytes"] or R.file_sha256(p) != entry["sha256"]:
+        if not p.exists() or p.stat().st_size != entry["bytes"] or file_sha256(p) != entry["sha256"]:
             bad.append(name)
     return bad
 
@@ -431,7 +432,7 @@ def _finalize(out: Path, staging: Path, files: list[dict], old: dict | None) -> 
         (out / R.MANIFEST).unlink(missing_ok=True)  # never a manifest that disagrees with the files
     for f in files:
         final, staged = out / f["file"], Path(f["staged"])
-        if final.exists() and final.stat().st_size == f["bytes"] and R.file_sha256(final) == f["sha256"]:
+        if final.exists() and final.stat().st_size == f["bytes"] and file_sha256(final) == f["sha256"]:
             staged.unlink(missing_ok=True)
         elif staged.exists():
             os.replace(staged, final)

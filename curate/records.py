@@ -19,7 +19,6 @@ functions that read with tf.data (`parse_example`, `level_dataset`).
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import struct
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 import numpy as np
+
 
 FORMAT_VERSION = 1
 CHANNELS = 3
@@ -352,12 +352,3 @@ def level_dataset(files: list[str | os.PathLike], num_parallel_calls: int | None
 
     ds = tf.data.TFRecordDataset([str(f) for f in files])
     return ds.map(parse_example, num_parallel_calls=num_parallel_calls or tf.data.AUTOTUNE, deterministic=True)
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -46,7 +46,7 @@ def test_converted_weights_match_a_numpy_forward_pass(tmp_path, weights, images,
     manifest = install_illustration2vec(src, tmp_path / "models", progress=False)
     assert manifest["width_divisor"] == WIDTH and manifest["source"]["kind"] == kind.split("-")[0]
     folder = tmp_path / "models" / "illustration2vec"
-    assert manifest["weights_sha256"] == models.sha256_file(folder / manifest["weights"])
+    assert manifest["weights_sha256"] == models.file_sha256(folder / manifest["weights"])
 
     model, tags, _ = load_illustration2vec(tmp_path / "models")
     assert len(tags) == 1539 and tags[-3:] == ["safe", "questionable", "explicit"]

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from curate import records as R
+from curate.hashing import file_sha256
 from curate.cli import cli
 from curate.inspection import inspect_dataset
 from curate.pack import LabelSpec, PackConfig, run_pack, shuffled_order
@@ -93,7 +94,7 @@ def test_levels_equal_reference_in_seeded_order_without_rejected_crops(tmp_path)
         for j, lvl in enumerate([5, 4, 3, 2]):
             assert np.array_equal(levels[lvl][k], want[j]), (crop, lvl)
     for name, entry in manifest["files"].items():
-        assert R.file_sha256(tmp_path / "ds" / name) == entry["sha256"] and entry["records"] == 11
+        assert file_sha256(tmp_path / "ds" / name) == entry["sha256"] and entry["records"] == 11
 
 
 def test_output_is_byte_identical_across_runs_and_worker_counts_and_a_rerun_changes_nothing(tmp_path):
