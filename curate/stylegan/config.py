@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -68,17 +68,17 @@ class TrainConfig:
     """Everything a run depends on; saved resolved as config.json in the run folder."""
 
     name: str = "stylegan-512x256"
-    # networks
-    fmap_base: int = 8192
-    fmap_decay: float = 1.0
-    fmap_max: int = 512
-    latent_size: int = 512
-    dlatent_size: int = 512
-    mapping_layers: int = 8
-    mapping_fmaps: int = 512
-    mapping_lrmul: float = 0.01
-    fused_min: int = 128
-    mbstd_group: int = 4
+    # networks: flat here so `--set fmap_max=256` works; the defaults are Arch's, in one place
+    fmap_base: int = Arch.fmap_base
+    fmap_decay: float = Arch.fmap_decay
+    fmap_max: int = Arch.fmap_max
+    latent_size: int = Arch.latent_size
+    dlatent_size: int = Arch.dlatent_size
+    mapping_layers: int = Arch.mapping_layers
+    mapping_fmaps: int = Arch.mapping_fmaps
+    mapping_lrmul: float = Arch.mapping_lrmul
+    fused_min: int = Arch.fused_min
+    mbstd_group: int = Arch.mbstd_group
     # progressive growing
     start_height: int = 8
     end_height: int = 0  # 0: the records' full height
@@ -121,11 +121,8 @@ class TrainConfig:
     def arch(self, full_height: int, full_width: int) -> Arch:
         """The network shape for a dataset of this full size (cut at end_height when set)."""
         h = self.end_height or full_height
-        return Arch(full_height=h, full_width=h * full_width // full_height, fmap_base=self.fmap_base,
-                    fmap_decay=self.fmap_decay, fmap_max=self.fmap_max, latent_size=self.latent_size,
-                    dlatent_size=self.dlatent_size, mapping_layers=self.mapping_layers,
-                    mapping_fmaps=self.mapping_fmaps, mapping_lrmul=self.mapping_lrmul, fused_min=self.fused_min,
-                    mbstd_group=self.mbstd_group)
+        knobs = {f.name: getattr(self, f.name) for f in fields(Arch) if f.name not in ("full_height", "full_width")}
+        return Arch(full_height=h, full_width=h * full_width // full_height, **knobs)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (table keys as strings)."""
