@@ -167,13 +167,33 @@ def _parts(shape: tuple[int, int, int]) -> tuple[bytes, bytes]:
 
 def encode_record(chw: np.ndarray) -> bytes:
     """One framed TFRecord holding the Example for a uint8 CHW image."""
+    buf = np.empty(record_size(*chw.shape[1:], channels=chw.shape[0]), np.uint8)
+    write_record(buf, chw)
+    return buf.tobytes()
+
+
+def write_record(out: np.ndarray, chw: np.ndarray) -> None:
+    """Frame the record for a uint8 CHW image straight into `out` (a uint8 buffer of exactly its record_size).
+
+    Pack's workers write into shared memory this way, so a crop's records never pass through a pipe.
+    """
     import google_crc32c
 
+    chw = np.ascontiguousarray(chw, dtype=np.uint8)
     head, tail = _parts(tuple(chw.shape))
-    data = np.ascontiguousarray(chw, dtype=np.uint8).tobytes()
-    length = struct.pack("<Q", len(head) + len(data) + len(tail))
+    n = chw.size
+    if out.size != 16 + len(head) + n + len(tail):
+        raise ValueError(f"buffer holds {out.size} bytes, a {chw.shape} record needs {16 + len(head) + n + len(tail)}")
+    length = struct.pack("<Q", len(head) + n + len(tail))
+    data = chw.tobytes()  # google_crc32c reads only bytes-like objects that need no release
     crc = google_crc32c.extend(google_crc32c.extend(google_crc32c.value(head), data), tail)
-    return b"".join((length, struct.pack("<I", _masked_crc(length)), head, data, tail, struct.pack("<I", _mask(crc))))
+    a, b = 12 + len(head), 12 + len(head) + n
+    out[:8] = np.frombuffer(length, np.uint8)
+    out[8:12] = np.frombuffer(struct.pack("<I", _masked_crc(length)), np.uint8)
+    out[12:a] = np.frombuffer(head, np.uint8)
+    out[a:b] = np.frombuffer(data, np.uint8)
+    out[b:b + len(tail)] = np.frombuffer(tail, np.uint8)
+    out[b + len(tail):] = np.frombuffer(struct.pack("<I", _mask(crc)), np.uint8)
 
 
 def _masked_crc(data: bytes | memoryview) -> int:

@@ -58,6 +58,17 @@ def test_encode_decode_and_record_size():
         assert np.array_equal(R.decode_example(payload), img)
 
 
+def test_write_record_fills_exactly_its_slice_of_a_larger_buffer():
+    img = np.random.default_rng(1).integers(0, 256, (3, 16, 8), dtype=np.uint8)
+    n = R.record_size(16, 8)
+    arena = np.full(3 * n, 0xAB, np.uint8)
+    R.write_record(arena[n:2 * n], img[:, :, :])  # a strided view is accepted too
+    assert arena[n:2 * n].tobytes() == R.frame(R.encode_example(img))
+    assert (arena[:n] == 0xAB).all() and (arena[2 * n:] == 0xAB).all()
+    with pytest.raises(ValueError, match="needs"):
+        R.write_record(arena[: n - 1], img)
+
+
 def test_iter_records_names_bad_crc_and_truncation():
     img = np.zeros((3, 8, 4), np.uint8)
     data = R.encode_record(img) * 3
