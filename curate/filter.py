@@ -13,6 +13,7 @@ import contextlib
 import functools
 import gc
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ from curate.metadata import (
     expand_inputs,
     image_path,
     open_blocks,
+    tag_name_pattern,
 )
 from curate.parallel import default_workers, ordered_map
 from curate.tagsets import DEFAULT_EXCLUDE
@@ -103,17 +105,18 @@ class FilterRules:
 
         Reads only the fields those rules need, in order; raises FieldError if one is unusable.
         """
-        if self.drop_deleted and post.deleted:
+        raw = post.raw  # the plain fields straight from the decoder: this runs for every post
+        if raw.is_deleted and self.drop_deleted:
             return "deleted"
-        if self.drop_banned and post.banned:
+        if raw.is_banned and self.drop_banned:
             return "banned"
-        if post.file_ext not in self.exts:
+        if raw.file_ext not in self.exts and post.file_ext not in self.exts:  # as given, else lower-cased
             return "file_ext"
-        if post.rating not in self.ratings:
+        if raw.rating not in self.ratings:
             return "rating"
         if post.height < self.min_height or post.width < self.min_width:
             return "too_small"
-        if post.favs < self.min_favs:
+        if self.min_favs > 0 and post.favs < self.min_favs:  # no floor: read (and checked) only if kept
             return "favs"
         if self.min_score is not None and post.score < self.min_score:
             return "score"
@@ -121,7 +124,7 @@ class FilterRules:
             return "since"
         if self.until is not None and post.created_at >= self.until:
             return "until"
-        if self.require_tags or self.any_tags or self.exclude_tags:
+        if self.require_tags or self.any_tags:
             names = post.tag_names()
             if not self.require_tags <= names:
                 return "require_tags"
@@ -129,7 +132,13 @@ class FilterRules:
                 return "any_tags"
             if not self.exclude_tags.isdisjoint(names):
                 return "exclude_tags"
+        elif self.exclude_tags and post.has_any_tag(self.exclude_tags, self._exclude_pattern):
+            return "exclude_tags"  # the common case, decided on the raw tag bytes (Post.has_any_tag)
         return None
+
+    @functools.cached_property
+    def _exclude_pattern(self) -> re.Pattern[bytes]:
+        return tag_name_pattern(self.exclude_tags)
 
     def age_cutoff(self, newest: int | None) -> int | None:
         """Oldest created_at kept by --max-age-years, counted back from as_of (or the newest post)."""

@@ -15,6 +15,7 @@ import bz2
 import gzip
 import lzma
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -75,6 +76,7 @@ class _TagName(msgspec.Struct, gc=False):
 _tag_names_decoder = msgspec.json.Decoder(list[_TagName])
 _favs_decoder = msgspec.json.Decoder(list[str])
 _NULL = b"null"
+_RAW_NULL = msgspec.Raw(_NULL)
 _ID_LIST_BYTES = b'0123456789",[] '
 
 
@@ -112,6 +114,11 @@ class Post:
         self._raw = raw
         self._created_at: int | None = None
         self._tag_objects: list[_Tag] | None = None
+
+    @property
+    def raw(self) -> _RawPost:
+        """The decoder's struct: present fields as given (str, int, bool); for rules that need no conversion."""
+        return self._raw
 
     @property
     def id(self) -> int:
@@ -216,6 +223,19 @@ class Post:
             return {t.name for t in objs}
         return set(self.flat_tags()[0])
 
+    def has_any_tag(self, names: frozenset[str], pattern: re.Pattern[bytes]) -> bool:
+        """True if one of the post's tags is in `names`; `pattern` is tag_name_pattern(names).
+
+        Same answer as `not names.isdisjoint(self.tag_names())`, usually without decoding the tags:
+        when the raw tags JSON holds no backslash, its strings are byte for byte their decoded values,
+        so searching it for `"name": "<tag>"` decides the question (a "name" key only occurs inside
+        tag objects). With an escape anywhere it decodes, as tag_names() does.
+        """
+        raw = bytes(self._raw.tags)
+        if self._tag_objects is None and raw != _NULL and b"\\" not in raw:
+            return pattern.search(raw) is not None
+        return not names.isdisjoint(self.tag_names())
+
     def tags(self) -> dict[str, list[str]]:
         """Tag names by category (general, character, copyright, artist, meta)."""
         out: dict[str, list[str]] = {c: [] for c in TAG_CATEGORIES}
@@ -240,6 +260,12 @@ class BadLine:
 
     reason: str  # malformed_json | wrong_type | missing_field | bad_value
     detail: str
+
+
+def tag_name_pattern(names: frozenset[str]) -> re.Pattern[bytes]:
+    """A regex finding `"name": "<tag>"` in raw 2017-2020 tags JSON, for any tag in `names`."""
+    alternatives = b"|".join(re.escape(n.encode()) for n in sorted(names, key=lambda n: (-len(n), n)))
+    return re.compile(rb'"name"[ \t\r\n]*:[ \t\r\n]*"(?:' + alternatives + rb')"')
 
 
 def parse_timestamp(text: str) -> int:
@@ -291,12 +317,13 @@ def decode_line(line: bytes | memoryview) -> Post | BadLine:
     except msgspec.DecodeError as e:
         return BadLine("malformed_json", str(e))
     # Presence is cheap to check for every line; only converting values is left until needed.
-    for name in _REQUIRED:
-        if getattr(raw, name) is None:
-            return BadLine("missing_field", f"no {name}")
-    if bytes(raw.favs) == _NULL and raw.fav_count is None:
+    if (raw.id is None or raw.created_at is None or raw.rating is None or raw.image_width is None
+            or raw.image_height is None or raw.file_ext is None):
+        name = next(n for n in _REQUIRED if getattr(raw, n) is None)
+        return BadLine("missing_field", f"no {name}")
+    if raw.favs == _RAW_NULL and raw.fav_count is None:
         return BadLine("missing_field", "no favs or fav_count")
-    if bytes(raw.tags) == _NULL and raw.tag_string is None and raw.tag_string_general is None:
+    if raw.tags == _RAW_NULL and raw.tag_string is None and raw.tag_string_general is None:
         return BadLine("missing_field", "no tags or tag_string")
     return Post(raw)
 

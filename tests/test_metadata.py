@@ -6,7 +6,7 @@ import json
 import pytest
 
 from curate.metadata import (BadLine, FieldError, InputError, InputProblem, Post, decode_line, decode_post,
-                             expand_inputs, image_path, open_blocks, parse_timestamp)
+                             expand_inputs, image_path, open_blocks, parse_timestamp, tag_name_pattern)
 
 # The real line from FORMATS.md (post 263162), tag list shortened as there.
 REAL_2018 = (
@@ -140,3 +140,31 @@ def test_favs_count_matches_a_full_decode():
 
     for raw in (b"[]", b'["1"]', b'["15115","159766","23892"]', b'[ "1" , "2" ]', b'["a,b","c"]'):
         assert _count_favs(raw) == len(json.loads(raw))
+
+
+def test_has_any_tag_on_raw_bytes_agrees_with_decoding_the_names():
+    import random
+
+    excluded = frozenset({"nude", "comic", "from_side", "upside-down", "a.b", "tag(x)"})
+    pattern = tag_name_pattern(excluded)
+    pool = sorted(excluded) + ["nude_filter", "semi-nude", "comics", "comic_", "from_side_", "from",
+                               "aXb", "tag(x)s", "solo", "1girl", "name", "cat\u00e9gorie"]
+    rng = random.Random(5)
+    seen = {True: 0, False: 0}
+    for case in range(600):
+        names = rng.sample(pool, rng.randint(0, 6))
+        sep = rng.choice([":", ": ", " : ", ":\t", ":\r\n "])
+        escape = case % 5 == 0  # some names written with JSON escapes, which hide them from a byte search
+        objs = []
+        for n in names:
+            text = "".join(f"\\u{ord(c):04x}" for c in n) if escape else json.dumps(n, ensure_ascii=False)[1:-1]
+            objs.append(f'{{"id":"{rng.randint(1, 9)}","name"{sep}"{text}","category":"0"}}')
+        line = json.dumps({"id": "1", "created_at": "2018-01-01 00:00:00 UTC", "rating": "s", "image_width": "600",
+                           "image_height": "900", "file_ext": "jpg", "favs": []})
+        line = line[:-1] + ', "tags": [' + ",".join(objs) + "]}"
+        post = decode_line(line.encode())
+        want = not excluded.isdisjoint(post.tag_names())
+        assert set(post.tag_names()) == set(names)
+        assert post.has_any_tag(excluded, pattern) is want, line
+        seen[want] += 1
+    assert min(seen.values()) > 100  # both answers were exercised
