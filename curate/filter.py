@@ -255,7 +255,8 @@ def _filter_lines(data: bytes, rules: FilterRules, res: BlockResult, rows: dict[
     track_newest = rules.needs_newest
     first_failure = rules.first_failure
     find = data.find
-    pos = i = 0
+    removed: dict[str, int] = {}
+    pos = i = posts = 0
     while pos < end:
         nl = find(b"\n", pos)
         if nl < 0:
@@ -280,11 +281,13 @@ def _filter_lines(data: bytes, rules: FilterRules, res: BlockResult, rows: dict[
         except FieldError as e:
             _bad(res, i - 1, e.reason, e.detail)
             continue
-        res.posts += 1
+        posts += 1
         if failed:
-            res.removed[failed] += 1
+            removed[failed] = removed.get(failed, 0) + 1
         else:
             _append_row(rows, row)  # type: ignore[arg-type]
+    res.posts += posts
+    res.removed.update(removed)
     res.lines = i
     res.newest = newest
 
