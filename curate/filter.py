@@ -13,7 +13,6 @@ import contextlib
 import functools
 import gc
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from curate.metadata import (
     decode_line,
     expand_inputs,
     image_path,
+    TagNamePattern,
     open_blocks,
     tag_name_pattern,
 )
@@ -137,7 +137,7 @@ class FilterRules:
         return None
 
     @functools.cached_property
-    def _exclude_pattern(self) -> re.Pattern[bytes]:
+    def _exclude_pattern(self) -> TagNamePattern:
         return tag_name_pattern(self.exclude_tags)
 
     def age_cutoff(self, newest: int | None) -> int | None:
@@ -333,14 +333,33 @@ def run_filter(
     newest: int | None = None
     buffered: list[pa.Table] = []
     buffered_rows = 0
+    # The age window anchored on the newest post needs the whole input first: kept rows then go to a
+    # scratch file and a second pass applies it. Otherwise every rule is known up front, and the
+    # whole-input rules (duplicates, image on disk) are applied to each block as it arrives.
+    two_pass = rules.needs_newest
+    cutoff = None if two_pass else rules.age_cutoff(None)
+    root = Path(dataset_root) if dataset_root else None
+    seen: set[int] = set()
+    kept = 0
 
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = scratch_path(out, "pass1")
     try:
-        with pq.ParquetWriter(scratch, FILTERED_SCHEMA) as writer, tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="filter",
-            disable=not progress, dynamic_ncols=True,
-        ) as bar:
+        with contextlib.ExitStack() as stack:
+            dest = scratch if two_pass else stack.enter_context(atomic_path(out))
+            writer = stack.enter_context(pq.ParquetWriter(dest, FILTERED_SCHEMA))
+            bar = stack.enter_context(tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="filter",
+                                           disable=not progress, dynamic_ncols=True))
+
+            def flush() -> None:
+                nonlocal buffered, buffered_rows, kept
+                table = pa.concat_tables(buffered)
+                if not two_pass:
+                    table = _whole_input_rules(table, cutoff, root, seen, removed)
+                    kept += table.num_rows
+                writer.write_table(table)
+                buffered, buffered_rows = [], 0
+
             work = functools.partial(filter_block, rules=rules)
             for r in ordered_map(work, blocks, workers):
                 first_line = lines_per_source[r.source]
@@ -362,16 +381,16 @@ def run_filter(
                 buffered.append(r.kept)
                 buffered_rows += r.kept.num_rows
                 if buffered_rows >= _ROW_GROUP:
-                    writer.write_table(pa.concat_tables(buffered))
-                    buffered, buffered_rows = [], 0
+                    flush()
                 bar.update(r.disk_bytes)
-            if buffered_rows:
-                writer.write_table(pa.concat_tables(buffered))
+            if buffered_rows or not two_pass:
+                flush()
             bar.update(total - bar.n)  # compressed framing and tar headers are not in any block
 
-        cutoff = rules.age_cutoff(newest)
-        with atomic_path(out) as tmp:
-            kept = _second_pass(scratch, tmp, cutoff, dataset_root, removed)
+        if two_pass:
+            cutoff = rules.age_cutoff(newest)
+            with atomic_path(out) as tmp:
+                kept = _second_pass(scratch, tmp, cutoff, root, removed)
     finally:
         scratch.unlink(missing_ok=True)
 
@@ -404,39 +423,40 @@ def run_filter(
     return stats
 
 
-def _second_pass(
-    scratch: Path, dest: Path, cutoff: int | None, dataset_root: str | os.PathLike | None, removed: Counter
-) -> int:
-    """Apply the whole-input rules (age window, duplicates, image on disk) to the kept rows."""
+def _second_pass(scratch: Path, dest: Path, cutoff: int | None, root: Path | None, removed: Counter) -> int:
+    """Apply the whole-input rules to the kept rows of the first pass, once the age cutoff is known."""
     seen: set[int] = set()
     kept = 0
-    root = Path(dataset_root) if dataset_root else None
     pf = pq.ParquetFile(scratch)
     with pq.ParquetWriter(dest, FILTERED_SCHEMA) as writer:
         for i in range(pf.num_row_groups):
-            table = pf.read_row_group(i)
-            ids = table.column("id").to_pylist()
-            created = table.column("created_at").cast(pa.int64()).to_pylist()
-            paths = table.column("path").to_pylist()
-            keep = []
-            for post_id, ts, rel in zip(ids, created, paths):
-                if cutoff is not None and ts < cutoff:
-                    removed["max_age"] += 1
-                    keep.append(False)
-                elif post_id in seen:
-                    removed["duplicate"] += 1
-                    keep.append(False)
-                elif root is not None and not (root / rel).is_file():
-                    seen.add(post_id)
-                    removed["missing_file"] += 1
-                    keep.append(False)
-                else:
-                    seen.add(post_id)
-                    keep.append(True)
-            table = table.filter(pa.array(keep, pa.bool_()))
+            table = _whole_input_rules(pf.read_row_group(i), cutoff, root, seen, removed)
             kept += table.num_rows
             writer.write_table(table)
     return kept
+
+
+def _whole_input_rules(table: pa.Table, cutoff: int | None, root: Path | None, seen: set[int], removed: Counter) -> pa.Table:
+    """The rows of `table` that pass the age window, are not a duplicate id and (with a root) have their image."""
+    ids = table.column("id").to_pylist()
+    created = table.column("created_at").cast(pa.int64()).to_pylist() if cutoff is not None else None
+    paths = table.column("path").to_pylist() if root is not None else None
+    keep = []
+    for k, post_id in enumerate(ids):
+        if cutoff is not None and created[k] < cutoff:  # type: ignore[index]
+            removed["max_age"] += 1
+            keep.append(False)
+        elif post_id in seen:
+            removed["duplicate"] += 1
+            keep.append(False)
+        elif root is not None and not (root / paths[k]).is_file():  # type: ignore[index]
+            seen.add(post_id)
+            removed["missing_file"] += 1
+            keep.append(False)
+        else:
+            seen.add(post_id)
+            keep.append(True)
+    return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
 
 
 def summary_line(stats: dict[str, Any]) -> str:

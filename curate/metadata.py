@@ -223,7 +223,7 @@ class Post:
             return {t.name for t in objs}
         return set(self.flat_tags()[0])
 
-    def has_any_tag(self, names: frozenset[str], pattern: re.Pattern[bytes]) -> bool:
+    def has_any_tag(self, names: frozenset[str], pattern: TagNamePattern) -> bool:
         """True if one of the post's tags is in `names`; `pattern` is tag_name_pattern(names).
 
         Same answer as `not names.isdisjoint(self.tag_names())`, usually without decoding the tags:
@@ -233,7 +233,7 @@ class Post:
         """
         raw = bytes(self._raw.tags)
         if self._tag_objects is None and raw != _NULL and b"\\" not in raw:
-            return pattern.search(raw) is not None
+            return pattern.search(raw)
         return not names.isdisjoint(self.tag_names())
 
     def tags(self) -> dict[str, list[str]]:
@@ -262,10 +262,49 @@ class BadLine:
     detail: str
 
 
-def tag_name_pattern(names: frozenset[str]) -> re.Pattern[bytes]:
-    """A regex finding `"name": "<tag>"` in raw 2017-2020 tags JSON, for any tag in `names`."""
-    alternatives = b"|".join(re.escape(n.encode()) for n in sorted(names, key=lambda n: (-len(n), n)))
-    return re.compile(rb'"name"[ \t\r\n]*:[ \t\r\n]*"(?:' + alternatives + rb')"')
+class TagNamePattern:
+    """Finds `"name": "<tag>"` in raw 2017-2020 tags JSON, for any tag in a set (see Post.has_any_tag).
+
+    The tags are compiled into one regex shaped as a trie (`c(?:omic|um)`), which the regex engine
+    walks far faster than a flat alternation. Danbooru writes its JSON compactly, so the search first
+    looks for `"name":"<tag>"` with no spaces; a miss is final only if every "name" key in the bytes
+    was written that way, else the whitespace-tolerant form decides.
+    """
+
+    def __init__(self, names: frozenset[str]):
+        trie = _trie(sorted({n.encode() for n in names}))
+        self.compact = re.compile(rb'"name":"' + trie + rb'"')
+        self.spaced = re.compile(rb'"name"[ \t\r\n]*:[ \t\r\n]*"' + trie + rb'"')
+
+    def search(self, raw: bytes) -> bool:
+        if self.compact.search(raw) is not None:
+            return True
+        if raw.count(b'"name"') == raw.count(b'"name":"'):
+            return False
+        return self.spaced.search(raw) is not None
+
+
+def _trie(words: list[bytes]) -> bytes:
+    """A regex matching exactly `words` (sorted, distinct), factored by common prefixes."""
+    groups: dict[bytes, list[bytes]] = {}
+    ends = False
+    for w in words:
+        if w:
+            groups.setdefault(w[:1], []).append(w[1:])
+        else:
+            ends = True
+    alternatives = [re.escape(head) + _trie(rest) for head, rest in groups.items()]
+    if not alternatives:
+        return b""
+    if len(alternatives) == 1 and not ends:
+        return alternatives[0]
+    body = b"(?:" + b"|".join(alternatives) + b")"
+    return body + b"?" if ends else body
+
+
+def tag_name_pattern(names: frozenset[str]) -> TagNamePattern:
+    """The matcher Post.has_any_tag() takes for `names`."""
+    return TagNamePattern(names)
 
 
 def parse_timestamp(text: str) -> int:

@@ -206,16 +206,17 @@ def test_missing_images_are_counted(tmp_path):
     assert stats["kept"] == len(kept[::2]) and stats["removed"]["missing_file"] == len(kept) - len(kept[::2])
 
 
-def test_an_interrupted_write_leaves_no_output(tmp_path, mixed, monkeypatch):
+@pytest.mark.parametrize("rules", [FilterRules(), FilterRules(max_age_years=6)], ids=["one pass", "two passes"])
+def test_an_interrupted_write_leaves_no_output(tmp_path, mixed, monkeypatch, rules):
     path, _ = mixed
     out = tmp_path / "o.parquet"
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(filt, "_second_pass", boom)
+    monkeypatch.setattr(filt, "_whole_input_rules", boom)  # while the output is being written
     with pytest.raises(KeyboardInterrupt):
-        run_filter([path], out, FilterRules(), workers=1, progress=False)
+        run_filter([path], out, rules, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == [path]
 
 

@@ -168,3 +168,21 @@ def test_has_any_tag_on_raw_bytes_agrees_with_decoding_the_names():
         assert post.has_any_tag(excluded, pattern) is want, line
         seen[want] += 1
     assert min(seen.values()) > 100  # both answers were exercised
+
+
+def test_tag_trie_matches_exactly_its_words():
+    import random
+    import re
+
+    from curate.metadata import _trie
+
+    rng = random.Random(3)
+    alphabet = "ab_.(-"
+    for _ in range(200):
+        words = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))).encode()
+                        for _ in range(rng.randint(1, 8))})
+        pattern = re.compile(b"(?:" + _trie(words) + b")")
+        for _ in range(30):
+            probe = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))).encode()
+            assert (pattern.fullmatch(probe) is not None) == (probe in words)
+        assert all(pattern.fullmatch(w) for w in words)
