@@ -6,7 +6,8 @@ CPU: the smoke config at each of its levels (8x4, 16x8, 32x16). For every level 
 of the rounds is printed, with the ratio. Tracing is excluded (one warm-up call each).
 
 GPU (when one is visible): the full-width stylegan-512x256 networks at 64x32, 128x64 and 256x128 with
-NVlabs' minibatches. Mixed precision is not implemented in the trainer yet, so only float32 is timed.
+NVlabs' minibatches, the compiled step in float32 (the baseline) and with `precision=mixed_float16`
+(16-bit networks, dynamic loss scaling), timed in alternating rounds, with the ratio.
 
     python bench/train.py                 # 3 rounds of 20 steps per level
     python bench/train.py --rounds 1 --steps 5
@@ -65,6 +66,32 @@ def bench_levels(trainer: Trainer, levels: list[int], steps: int, rounds: int, e
         print(line + f" | trace {trace:.1f}s", flush=True)
 
 
+def bench_precisions(trainers: dict[str, Trainer], levels: list[int], steps: int, rounds: int) -> None:
+    """The compiled step of each trainer (one per precision) per level, in alternating rounds; ratios to the first."""
+    names = list(trainers)
+    first = trainers[names[0]]
+    tf = first.tf
+    for level in levels:
+        h, w = first.arch.size(level)
+        batch = next(first.data_stream(level, 0))
+        lr = first.schedule.lrates(level)[0]
+        fns = {name: t.step_fn(level) for name, t in trainers.items()}
+        trace = {}
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            time_steps(fn, batch, tf, 1, lr)
+            trace[name] = time.perf_counter() - t
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                rates[name].append(time_steps(fn, batch, tf, steps, lr))
+        med = {name: statistics.median(r) for name, r in rates.items()}
+        figures = " | ".join(f"{name} {med[name]:7.1f} img/s (spread {min(rates[name]):.1f}-{max(rates[name]):.1f}, "
+                             f"trace {trace[name]:.0f}s)" for name in names)
+        ratios = " ".join(f"| {name} x{med[name] / med[names[0]]:.2f}" for name in names[1:])
+        print(f"  {h:4d}x{w:<4d} mb {batch.shape[0]:3d}: {figures} {ratios}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
@@ -84,10 +111,10 @@ def main() -> None:
                   "(the figures the issue asks for need one)")
             return
         big = open_dataset(write_dataset(Path(tmp) / "full", 64, 256, 128))
-        config = replace(CONFIGS["stylegan-512x256"], end_height=256)
-        trainer = Trainer(config, big)
-        print(f"stylegan-512x256 networks on {gpus[0].name}, float32 (mixed precision: not implemented)", flush=True)
-        bench_levels(trainer, [6, 7, 8], args.steps, args.rounds, eager=False)
+        trainers = {precision: Trainer(replace(CONFIGS["stylegan-512x256"], end_height=256, precision=precision), big)
+                    for precision in ("float32", "mixed_float16")}
+        print(f"stylegan-512x256 networks on {gpus[0].name}: compiled step, float32 against mixed_float16", flush=True)
+        bench_precisions(trainers, [6, 7, 8], args.steps, args.rounds)
 
 
 if __name__ == "__main__":

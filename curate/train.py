@@ -6,7 +6,7 @@ A run lives in a numbered folder (<runs>/<NNNNN>-<config>) that is never reused:
     stats.jsonl      one JSON line per tick (kimg, level, alpha, losses, img/s, SWD, FID)
     log.txt          the progress lines
     reals.png, fakes<tick:05d>.png    sample grids (fixed latents, Gs, untruncated, as NVlabs)
-    checkpoints/     tf.train.Checkpoint: G, D, Gs, both Adam states, the counters
+    checkpoints/     tf.train.Checkpoint: G, D, Gs, both Adam states, the counters (and both loss scales)
     events.out.tfevents.*            TensorBoard scalars
 
 Exact resume: every random draw of a step is stateless, seeded by (seed, step number); the data
@@ -14,6 +14,12 @@ stream of a level is a pure function of the position within it (epoch e is the l
 with seed + e, then `skip`); checkpoints are written at tick ends with the step, image, tick and
 level-start counters and the optimizer moments. A resumed run therefore runs the same ops on the
 same numbers as an uninterrupted one.
+
+Precision (`--set precision=mixed_float16` or `mixed_bfloat16`): G's synthesis network and D compute
+in 16 bits (curate.stylegan.networks says what stays float32); variables, Adam, the Gs average and
+the losses are float32. float16 adds dynamic loss scaling per network (curate.stylegan.precision),
+whose state is checkpointed; Gs always computes in float32, so grids, SWD, FID and `curate generate`
+see float32 images from the float32 weights whatever the training precision.
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: DatasetInfo):
         from curate.stylegan.networks import Discriminator, Generator
         from curate.stylegan.ops import tf
+        from curate.stylegan.precision import compute_dtype, loss_scale
         from curate.stylegan.schedule import Schedule
 
         self.tf, self.config, self.data = tf, config, data
@@ -134,31 +141,42 @@ class Trainer:
         if config.start_height not in [2 ** k for k in data.files]:
             raise TrainError(f"start_height {config.start_height} has no level file in {data.path}")
         self.schedule = Schedule(config, self.arch.full_level)
-        self.G = Generator(self.arch, seed=config.seed)
-        self.D = Discriminator(self.arch, seed=config.seed + 1)
-        self.Gs = Generator(self.arch, seed=config.seed, name="Gs")  # same init: Gs starts as a copy of G
+        dtype = compute_dtype(config.precision)
+        self.G = Generator(self.arch, seed=config.seed, compute_dtype=dtype)
+        self.D = Discriminator(self.arch, seed=config.seed + 1, compute_dtype=dtype)
+        # same init: Gs starts as a copy of G; it samples in float32 whatever G trains in
+        self.Gs = Generator(self.arch, seed=config.seed, name="Gs")
         c = config
         self.opt_g = _make_adam(tf, self.G.trainable_variables, c.adam_beta1, c.adam_beta2, c.adam_epsilon)
         self.opt_d = _make_adam(tf, self.D.trainable_variables, c.adam_beta1, c.adam_beta2, c.adam_epsilon)
+        self.scale_g = loss_scale(c.precision, c.loss_scale_init, c.loss_scale_growth_steps, "loss_scale_g")
+        self.scale_d = loss_scale(c.precision, c.loss_scale_init, c.loss_scale_growth_steps, "loss_scale_d")
         v = lambda name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)  # noqa: E731
         self.counters = tf.Module(name="counters")
         for name in ("nimg", "step", "tick", "tick_start_nimg", "level_start_nimg", "last_level", "last_fading"):
             setattr(self.counters, name, v(name))
         self.counters.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
-        self.checkpoint = tf.train.Checkpoint(G=self.G, D=self.D, Gs=self.Gs, opt_g=self.opt_g, opt_d=self.opt_d,
-                                              counters=self.counters)
+        parts = dict(G=self.G, D=self.D, Gs=self.Gs, opt_g=self.opt_g, opt_d=self.opt_d, counters=self.counters)
+        if self.scale_d.scale is not None:  # only float16 has loss-scale state: other checkpoints are unchanged
+            parts.update(loss_scale_g=self.scale_g, loss_scale_d=self.scale_d)
+        self.checkpoint = tf.train.Checkpoint(**parts)
         self._steps: dict[int, Callable] = {}
         self._samplers: dict[int, Callable] = {}
 
     # -- the step
     def step_fn(self, level: int, compiled: bool = True) -> Callable:
-        """The training step at a level: one D update (with R1), one G update, the Gs average."""
+        """The training step at a level: one D update (with R1), one G update, the Gs average.
+
+        Under mixed_float16 each update goes through its network's loss scale, which skips it when
+        the gradients overflow; the step then also returns overflow_d / overflow_g (1.0 = skipped).
+        """
         if compiled and level in self._steps:
             return self._steps[level]
         from curate.stylegan.loss import d_loss, g_loss
         from curate.stylegan.networks import fade_reals
 
         tf, c, G, D, Gs = self.tf, self.config, self.G, self.D, self.Gs
+        scale_g, scale_d = self.scale_g, self.scale_d
         mb = self.schedule.minibatch(level)
         h, w = self.arch.size(level)
         beta = 0.5 ** (mb / (c.ema_kimg * 1000.0)) if c.ema_kimg > 0 else 0.0
@@ -174,17 +192,23 @@ class Trainer:
             z = tf.random.stateless_normal([mb, self.arch.latent_size], seed=seeds[1])
             with tf.GradientTape() as tape:
                 fakes = G(z, level, alpha, seeds[2], mixing_prob=c.style_mixing)
-                loss_d, parts = d_loss(D, reals, fakes, level, alpha, c.r1_gamma)
-            self.opt_d.apply(tape.gradient(loss_d, D.trainable_variables), lr_d)
+                loss_d, parts = d_loss(D, reals, fakes, level, alpha, c.r1_gamma, loss_scale=scale_d.scale)
+                scaled = scale_d.scale_loss(loss_d)
+            applied_d = scale_d.apply(self.opt_d, tape.gradient(scaled, D.trainable_variables), lr_d)
             z = tf.random.stateless_normal([mb, self.arch.latent_size], seed=seeds[3])
             with tf.GradientTape() as tape:
                 fakes = G(z, level, alpha, seeds[4], mixing_prob=c.style_mixing, update_w_avg=c.w_avg_beta)
                 loss_g = g_loss(D, fakes, level, alpha)
-            self.opt_g.apply(tape.gradient(loss_g, g_vars), lr_g)
+                scaled = scale_g.scale_loss(loss_g)
+            applied_g = scale_g.apply(self.opt_g, tape.gradient(scaled, g_vars), lr_g)
             for gs, g in zip(gs_vars, g_vars):
                 gs.assign(g + (gs - g) * beta)
             Gs.w_avg.assign(G.w_avg)
-            return {"loss_g": loss_g, "loss_d": loss_d, **parts}
+            out = {"loss_g": loss_g, "loss_d": loss_d, **parts}
+            if applied_d is not None:
+                out["overflow_d"] = 1.0 - tf.cast(applied_d, tf.float32)
+                out["overflow_g"] = 1.0 - tf.cast(applied_g, tf.float32)
+            return out
 
         if not compiled:
             return step
@@ -429,6 +453,9 @@ def run_training(config: TrainConfig, dataset_dir: str | os.PathLike | None, run
         h, w = trainer.arch.size(level)
         means = {k: float(np.mean([float(o[k]) for o in tick_losses])) for k in tick_losses[0]}
         tick_losses = []
+        if trainer.scale_d.scale is not None:  # mixed_float16: the scales as the tick leaves them
+            means["loss_scale_g"] = float(trainer.scale_g.scale.numpy())
+            means["loss_scale_d"] = float(trainer.scale_d.scale.numpy())
         stats = {"tick": tick, "kimg": nimg / 1000, "level": level, "height": h, "width": w, "alpha": alpha,
                  "minibatch": mb, "lr_g": lr_g, "lr_d": lr_d, **means, "img_per_s": tick_imgs / max(seconds, 1e-9),
                  "sec_per_tick": seconds, "total_seconds": float(cnt.seconds.numpy())}
@@ -453,6 +480,9 @@ def run_training(config: TrainConfig, dataset_dir: str | os.PathLike | None, run
         scalars = {f"train/{k}": stats[k] for k in ("loss_g", "loss_d", "r1", "score_real", "score_fake", "alpha",
                                                       "img_per_s")}
         scalars["train/resolution"] = h
+        for k in ("loss_scale_g", "loss_scale_d", "overflow_g", "overflow_d"):
+            if k in stats:
+                scalars[f"precision/{k}"] = stats[k]
         for i, v in enumerate(stats.get("swd", [])[:-1]):
             scalars[f"metrics/swd_level{i}"] = v
         if "swd" in stats:

@@ -105,3 +105,66 @@ def test_misuse_is_one_line_and_exit_2(tmp_path, capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error" in err, err
+
+
+# ---- mixed precision: float16 with dynamic loss scaling, one level (each level traced costs seconds) -----
+
+# 8x4 only, 6 ticks of 16 images at minibatch 8; the scale doubles every 3 clean steps, so the run
+# stops (tick 2, step 4) with a non-trivial loss-scale state that the resume must restore
+MIXED = {**SETS, "end_height": 8, "training_kimg": 0.096, "transition_kimg": 0.0, "total_kimg": 0.096,
+         "tick_kimg_base": 0.016, "precision": "mixed_float16", "loss_scale_growth_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def mixed_run(dataset, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("mixed")
+    args = ["train", str(dataset), "--config", "smoke", "--runs-dir", str(runs), "--no-progress"]
+    for k, v in MIXED.items():
+        args += ["--set", f"{k}={v}"]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 0
+    (run,) = runs.iterdir()
+    return run
+
+
+def test_mixed_float16_run_checkpoints_its_loss_scales_and_generates_float32_images(mixed_run, tmp_path, capsys):
+    assert json.loads((mixed_run / "config.json").read_text())["config"]["precision"] == "mixed_float16"
+    stats = [json.loads(line) for line in (mixed_run / "stats.jsonl").read_text().splitlines()]
+    assert [s["tick"] for s in stats] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(s["loss_g"]) and np.isfinite(s["loss_d"]) and np.isfinite(s["r1"]) for s in stats)
+    assert all(0 <= s["overflow_d"] <= 1 and s["loss_scale_d"] >= 1 for s in stats)
+    weights = _weights(mixed_run)
+    assert tf.train.latest_checkpoint(str(mixed_run / "checkpoints")).endswith("ckpt-6")
+    for net in ("g", "d"):
+        scale = weights[f"loss_scale_{net}/scale/.ATTRIBUTES/VARIABLE_VALUE"]
+        assert scale == stats[-1][f"loss_scale_{net}"] and scale >= 1
+        assert f"loss_scale_{net}/good_steps/.ATTRIBUTES/VARIABLE_VALUE" in weights
+    # 12 steps from 2**15, doubling every 3 clean ones and halving on each overflow
+    assert weights["loss_scale_d/scale/.ATTRIBUTES/VARIABLE_VALUE"] != 32768.0
+    assert all(v.dtype == np.float32 for k, v in weights.items() if k.startswith(("G/", "D/", "Gs/")))
+
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(mixed_run), "--seeds", "1-2", "--steps", "2", "-o", str(tmp_path)])
+    assert e.value.code == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "seed0001.png").size == (4, 8)
+    assert "generate: 2 images at level 3" in capsys.readouterr().out
+
+
+def test_mixed_float16_resume_equals_an_uninterrupted_run(mixed_run, dataset, tmp_path):
+    config = replace(CONFIGS["smoke"], **MIXED)
+    first = run_training(config, dataset, runs_dir=tmp_path, progress=False, stop_after_ticks=2, echo=lambda s: None)
+    assert not first["finished"] and first["ticks"] == 2
+    run = tmp_path / "00000-smoke"
+    assert _weights(run)["loss_scale_d/good_steps/.ATTRIBUTES/VARIABLE_VALUE"] != 0  # mid-way to a doubling
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--resume", str(run), "--no-progress"])
+    assert e.value.code == 0
+    a, b = _weights(mixed_run), _weights(run)
+    assert a.keys() == b.keys()
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == ["counters/seconds/.ATTRIBUTES/VARIABLE_VALUE"]
+    strip = lambda r: [{k: v for k, v in json.loads(line).items() if "sec" not in k and "per_s" not in k}  # noqa: E731
+                       for line in (r / "stats.jsonl").read_text().splitlines()]
+    assert strip(run) == strip(mixed_run)

@@ -62,6 +62,10 @@ NVLABS_MINIBATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 51
 NVLABS_LRATE = {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}
 NVLABS_TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 30, 1024: 20}
 
+# `precision` -> the dtype the generator's synthesis and the discriminator compute in (variables, Adam,
+# Gs, the losses and the mapping network stay float32 in every case)
+PRECISIONS = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -101,6 +105,12 @@ class TrainConfig:
     ema_kimg: float = 10.0  # half-life of the generator average Gs
     w_avg_beta: float = 0.995
     mirror_augment: bool = True
+    # precision: mixed_* runs both networks in 16 bits (for GPUs with 16-bit tensor cores; see PRECISIONS)
+    precision: str = "float32"
+    # dynamic loss scaling (mixed_float16 only): the scale starts here, halves on every step whose
+    # gradients overflow (that step is skipped), and doubles after this many steps without overflow
+    loss_scale_init: float = 32768.0
+    loss_scale_growth_steps: int = 2000
     # sampling (generate only; the tick grids are untruncated as in NVlabs)
     truncation_psi: float = 0.7
     truncation_cutoff: int = 8
@@ -224,5 +234,9 @@ def check(c: TrainConfig) -> None:
             raise ValueError(f"minibatch {mb} (height {h or 'base'}) must be an integer multiple of mbstd_group")
     if not 0 <= c.style_mixing <= 1:
         raise ValueError("style_mixing is a probability in [0, 1]")
+    if c.precision not in PRECISIONS:
+        raise ValueError(f"precision {c.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if c.loss_scale_init < 1 or c.loss_scale_growth_steps < 1:
+        raise ValueError("loss_scale_init must be >= 1 and loss_scale_growth_steps >= 1")
 
 

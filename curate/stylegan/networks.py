@@ -4,14 +4,26 @@ Levels are log2 of the image height: level 2 is the learned 4x2 constant (for 2:
 512x256. Both networks are built whole, up to the full resolution, once; a call at `level` with fade-in
 `alpha` runs only the blocks up to that level, so each level's traced graph costs what that resolution
 costs (NVlabs builds the full graph and masks it with lod instead).
+
+Mixed precision (`compute_dtype` float16 or bfloat16): the synthesis network and the discriminator
+run in that dtype between their boundaries (after G's 4x2 block, from D's input image) and hand
+float32 back (the image, the scores); variables stay float32 and are cast where they are read. The
+parts NVlabs keeps in float32 stay float32 here too: the mapping network and the style affine maps
+(StyleGAN2-ADA), instance-norm and minibatch-stddev statistics (StyleGAN's float16 option), and
+both 4x2 ends (StyleGAN2-ADA runs only its top resolutions in float16). G's 4x2 block matters
+most: the learned constant starts with zero variance, so instance norm multiplies its gradients by
+1/sqrt(1e-8) = 1e4, and in float16 the smoke config's G overflowed at every loss scale above 32.
+D's epilogue is minibatch stddev, the last convolution and the two dense layers. They cost little
+and are where the dynamic range is. With `compute_dtype=None` every layer computes in its input's
+dtype (float32 in training; float64 in the gradient checks).
 """
 
 from __future__ import annotations
 
 from curate.stylegan.config import Arch
 from curate.stylegan.ops import (
-    Conv2d, Dense, Noise, StyleMod, blur2d, downscale2d, instance_norm, lrelu, minibatch_stddev,
-    pixel_norm, tf, upscale2d,
+    Conv2d, Dense, Noise, StyleMod, at_least_float32, blur2d, downscale2d, instance_norm, lrelu,
+    minibatch_stddev, pixel_norm, tf, upscale2d,
 )
 
 
@@ -48,9 +60,10 @@ class Epilogue(tf.Module):
 class Synthesis(tf.Module):
     """w per layer -> image at a level, lerping from the previous level's RGB during fade-in."""
 
-    def __init__(self, rng, arch: Arch):
+    def __init__(self, rng, arch: Arch, compute_dtype=None):
         super().__init__(name="synthesis")
         self.arch = arch
+        self.compute_dtype = compute_dtype
         bh, bw = arch.size(2)
         self.const = tf.Variable(tf.ones([1, bh, bw, arch.nf(1)]), name="const")
         self.conv0 = [None, None]  # indexed by level; level 2 starts from the constant
@@ -82,22 +95,24 @@ class Synthesis(tf.Module):
         x = prev = None
         for lv in range(2, level + 1):
             prev, x = x, self.block(x, lv, ws, seeds)
+            if lv == 2 and self.compute_dtype is not None:
+                x = tf.cast(x, self.compute_dtype)
         img = self.torgb[level](x)
         if level > 2:
             low = upscale2d(self.torgb[level - 1](prev))
-            img = low + (img - low) * alpha
-        return img
+            img = low + (img - low) * tf.cast(alpha, img.dtype)
+        return at_least_float32(img)
 
 
 class Generator(tf.Module):
     """Mapping + synthesis + the running average of w that truncation pulls towards."""
 
-    def __init__(self, arch: Arch, seed: int, name="G"):
+    def __init__(self, arch: Arch, seed: int, name="G", compute_dtype=None):
         super().__init__(name=name)
         self.arch = arch
         rng = tf.random.Generator.from_seed(seed)
         self.mapping = Mapping(rng, arch)
-        self.synthesis = Synthesis(rng, arch)
+        self.synthesis = Synthesis(rng, arch, compute_dtype)
         self.w_avg = tf.Variable(tf.zeros([arch.dlatent_size]), trainable=False, name="w_avg")
 
     def ws(self, z, level: int, seed, mixing_prob: float = 0.0, update_w_avg: float | None = None):
@@ -135,9 +150,10 @@ class Generator(tf.Module):
 class Discriminator(tf.Module):
     """The synthesis network mirrored: fromRGB, blur + downscaling blocks, minibatch stddev, two dense."""
 
-    def __init__(self, arch: Arch, seed: int, name="D"):
+    def __init__(self, arch: Arch, seed: int, name="D", compute_dtype=None):
         super().__init__(name=name)
         self.arch = arch
+        self.compute_dtype = compute_dtype
         rng = tf.random.Generator.from_seed(seed)
         self.fromrgb = [None, None]
         self.conv0 = [None, None]
@@ -163,14 +179,16 @@ class Discriminator(tf.Module):
 
     def __call__(self, img, level: int, alpha):
         """Scores [N] for images [N, H, W, 3] at a level."""
+        if self.compute_dtype is not None:
+            img = tf.cast(img, self.compute_dtype)
         x = lrelu(self.fromrgb[level](img))
         if level > 2:
             x = self.block(x, level)
             low = lrelu(self.fromrgb[level - 1](downscale2d(img)))
-            x = low + (x - low) * alpha
+            x = low + (x - low) * tf.cast(alpha, x.dtype)
         for lv in range(level - 1, 2, -1):
             x = self.block(x, lv)
-        x = minibatch_stddev(x, self.arch.mbstd_group)
+        x = minibatch_stddev(at_least_float32(x), self.arch.mbstd_group)  # the 4x2 epilogue: >= float32
         x = lrelu(self.final_conv(x))
         x = lrelu(self.final_dense0(tf.reshape(x, [tf.shape(x)[0], -1])))
         return tf.reshape(self.final_dense1(x), [-1])

@@ -1,7 +1,10 @@
 """StyleGAN building blocks as `tf.Module`s over plain TensorFlow ops, NHWC (the layout CPU kernels support).
 
 Layers compute in the dtype of their input (weights are cast), so a float64 copy of a network
-runs for finite-difference checks. Equalised learning rate (Karras et al. 2018): weights are stored N(0, 1/lrmul) and scaled at run time by
+runs for finite-difference checks and a float16/bfloat16 one for mixed precision; statistics
+(instance norm, minibatch stddev) are taken in at least float32, as NVlabs does, because their
+epsilon of 1e-8 is 0 in float16 and sums of squares overflow its 65504. Equalised learning rate
+(Karras et al. 2018): weights are stored N(0, 1/lrmul) and scaled at run time by
 gain / sqrt(fan_in) * lrmul, so Adam sees every layer at the same scale. `blur2d` carries its own
 gradient, NVlabs style: the adjoint of a [1,2,1] blur is the flipped blur, whose adjoint is the blur
 again, so first and second derivatives (R1 differentiates the discriminator's input gradient) are one
@@ -26,15 +29,23 @@ def lrelu(x, alpha: float = 0.2):
     return tf.nn.leaky_relu(x, alpha)
 
 
+def at_least_float32(x):
+    """16-bit tensors as float32; float32 and float64 ones unchanged."""
+    return tf.cast(x, tf.float32) if x.dtype.size < 4 else x
+
+
 def pixel_norm(x, axis: int = -1, eps: float = 1e-8):
     """Normalise each feature vector to unit average square (ProGAN's pixelwise normalisation)."""
     return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=axis, keepdims=True) + eps)
 
 
 def instance_norm(x, eps: float = 1e-8):
-    """Zero mean and unit variance per sample and channel over H, W (the 'IN' of AdaIN)."""
+    """Zero mean and unit variance per sample and channel over H, W (the 'IN' of AdaIN), in >= float32."""
+    dtype = x.dtype
+    x = at_least_float32(x)
     x = x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-    return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=[1, 2], keepdims=True) + eps)
+    x = x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=[1, 2], keepdims=True) + eps)
+    return tf.cast(x, dtype)
 
 
 def upscale2d(x, factor: int = 2):
@@ -172,21 +183,22 @@ class StyleMod(tf.Module):
         self.channels = channels
 
     def __call__(self, x, w):
-        style = tf.reshape(self.dense(w), [-1, 2, 1, 1, self.channels])
+        # the affine map runs in w's dtype (float32, from the mapping network); x may be 16-bit
+        style = tf.cast(tf.reshape(self.dense(w), [-1, 2, 1, 1, self.channels]), x.dtype)
         return x * (style[:, 0] + 1.0) + style[:, 1]
 
 
 def minibatch_stddev(x, group_size: int = 4):
-    """Append one feature map: the stddev over groups of samples, averaged over features and pixels."""
+    """Append one feature map: the stddev over groups of samples, averaged over features and pixels (>= float32)."""
     n = x.shape[0]
     g = min(group_size, n) if n is not None else group_size
     s = tf.shape(x)
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
-    y = tf.reshape(x, [g, -1, h, w, c])
+    y = tf.reshape(at_least_float32(x), [g, -1, h, w, c])
     y -= tf.reduce_mean(y, axis=0, keepdims=True)
     y = tf.sqrt(tf.reduce_mean(tf.square(y), axis=0) + 1e-8)
     y = tf.reduce_mean(y, axis=[1, 2, 3])  # [M]
     y = tf.reshape(y, [-1, 1, 1, 1])
     y = tf.tile(y, [g, h, w, 1])
     y = tf.reshape(y, [s[0], h, w, 1])
-    return tf.concat([x, y], axis=-1)
+    return tf.concat([x, tf.cast(y, x.dtype)], axis=-1)
