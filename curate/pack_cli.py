@@ -44,7 +44,7 @@ def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> La
 @click.option("--posts", type=click.Path(dir_okay=False, path_type=Path), metavar="FILTERED.parquet",
               help="The table `curate filter` wrote, for tag labels (joined on the crops' post_id).")
 @click.option("--overwrite", is_flag=True, help="Replace a different dataset already in DATASET_DIR.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1024, show_default=True, metavar="N",
               help="Crops between resume points (a killed pack restarts from the last one).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes decoding crops and building levels  [default: one per core]")

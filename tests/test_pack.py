@@ -108,6 +108,24 @@ def test_output_is_byte_identical_across_runs_and_worker_counts_and_a_rerun_chan
     assert again["up_to_date"] and {p: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()} == before
 
 
+def test_workers_reuse_shared_memory_slots_without_mixing_crops(tmp_path):
+    # 75 crops in chunks of 8 over a 4-chunk window: the arena's slots are reused twice, and the
+    # skipped crops and the short last chunk must not shift any record into another's place
+    wd = make_workdir(tmp_path / "wd", 75)
+    (wd.root / Workdir.crop_file("130_0")).write_bytes(b"not a png")
+    (wd.root / Workdir.crop_file("161_0")).unlink()
+    one = run_pack(wd.root, tmp_path / "one", PackConfig(), workers=1, progress=False)
+    two = run_pack(wd.root, tmp_path / "two", PackConfig(), workers=2, progress=False)
+    assert one["count"] == two["count"] == 73
+    assert dir_bytes(tmp_path / "one") == dir_bytes(tmp_path / "two")
+    levels = {lvl: [R.decode_example(r) for r in R.iter_records(open(tmp_path / "two" / f, "rb"))]
+              for lvl, (f,) in R.dataset_files(tmp_path / "two").items()}
+    top = max(levels)
+    for k, crop in enumerate(two["record_crop_ids"]):
+        i = int(crop.split("_")[0]) - 100
+        assert np.array_equal(levels[top][k], crop_image(i, 32, 16).transpose(2, 0, 1)), crop
+
+
 def test_shards_hold_the_same_records_as_one_file(tmp_path):
     wd = make_workdir(tmp_path / "wd", 12)
     run_pack(wd.root, tmp_path / "one", PackConfig(), workers=1, progress=False)
