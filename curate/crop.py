@@ -231,18 +231,22 @@ class Cropper:
         """The box (source pixels) from a maybe-reduced image, white beyond its edges, resized to the output size."""
         cfg = self.config
         image = decoded.image
-        f = image.width / decoded.source_size[0]
         width, height = decoded.source_size
+        # Per axis: a JPEG decoded at 1/2, 1/4 or 1/8 is ceil(side / n) pixels, so the two axes are
+        # reduced by slightly different factors (using one for both ran past the image's edge).
+        fx, fy = image.width / width, image.height / height
         x0, y0 = max(0, box.x), max(0, box.y)
         x1, y1 = min(width, box.x + box.w), min(height, box.y + box.h)
         size = (cfg.out_width, cfg.out_height)
         # Lanczos with Pillow's support scaled to the reduction: proper antialiasing when shrinking;
         # resize(box=) reads the region in place, with sub-pixel edges on a reduced image.
         if (x0, y0, x1, y1) == (box.x, box.y, box.x + box.w, box.y + box.h):
-            return image.resize(size, Image.Resampling.LANCZOS, box=(x0 * f, y0 * f, x1 * f, y1 * f))
-        region = image.crop((round(x0 * f), round(y0 * f), round(x1 * f), round(y1 * f)))
-        canvas = Image.new("RGB", (round(box.w * f), round(box.h * f)), (255, 255, 255))
-        canvas.paste(region, (round((x0 - box.x) * f), round((y0 - box.y) * f)))
+            region = (x0 * fx, y0 * fy, min(image.width, x1 * fx), min(image.height, y1 * fy))
+            return image.resize(size, Image.Resampling.LANCZOS, box=region)
+        region = image.crop((round(x0 * fx), round(y0 * fy), min(image.width, round(x1 * fx)),
+                             min(image.height, round(y1 * fy))))
+        canvas = Image.new("RGB", (round(box.w * fx), round(box.h * fy)), (255, 255, 255))
+        canvas.paste(region, (round((x0 - box.x) * fx), round((y0 - box.y) * fy)))
         return canvas.resize(size, Image.Resampling.LANCZOS)
 
     def _encode(self, image: Image.Image) -> bytes:

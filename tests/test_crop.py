@@ -271,3 +271,23 @@ def test_filtered_table_needs_a_dataset_root(tmp_path, capsys):
         cli.main(["crop", str(tmp_path / "f.parquet"), "--out", str(tmp_path / "w"), "--cascade", "frontalface"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--dataset-root" in err and err.count("\n") == 1
+
+
+def test_crops_from_a_reduced_jpeg_reach_its_edges_on_both_axes(tmp_path):
+    # 3001x1500 decodes at 1/4 as 751x375: the axes shrink by 0.25025 and 0.25. A crop touching the
+    # bottom edge once ran past the reduced image (one factor used for both) and killed the worker.
+    from curate.geometry import Box
+
+    src = tmp_path / "wide.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (1500, 3001, 3), dtype=np.uint8)).save(src, quality=90)
+    reduced = decode_image(src, 10**9, 0.25)
+    assert reduced.image.size == (751, 375) and reduced.source_size == (3001, 1500)
+    cropper = Cropper(CropConfig(cascade="unused", cascade_sha256=""), tmp_path)
+    full = np.asarray(decode_image(src, 10**9, 1.0).image, np.float32)
+    for box in (Box(2251, 0, 750, 1500), Box(0, 0, 750, 1500), Box(2500, 0, 750, 1500)):  # last one padded
+        got = cropper._cut(reduced, box)
+        assert got.size == (256, 512)
+        if box.x + box.w <= 3001:  # the same region cut from the full decode looks the same
+            want = Image.fromarray(full[box.y:box.y + box.h, box.x:box.x + box.w].astype(np.uint8)).resize((256, 512))
+            assert np.abs(np.asarray(got, np.float32).mean(axis=(0, 1)) - np.asarray(want, np.float32).mean(axis=(0, 1))).max() < 3
