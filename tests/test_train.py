@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,17 +27,21 @@ def dataset(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("data") / "ds", 24, 32, 16, shard_size=10)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(dataset, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
+def train_smoke(dataset, runs, sets: dict) -> Path:
+    """`curate train --config smoke` with these settings into an empty `runs`; the run folder."""
     args = ["train", str(dataset), "--config", "smoke", "--runs-dir", str(runs), "--no-progress"]
-    for k, v in SETS.items():
+    for k, v in sets.items():
         args += ["--set", f"{k}={v}"]
     with pytest.raises(SystemExit) as e:
         main(args)
     assert e.value.code == 0
     (run,) = runs.iterdir()
     return run
+
+
+@pytest.fixture(scope="module")
+def smoke_run(dataset, tmp_path_factory):
+    return train_smoke(dataset, tmp_path_factory.mktemp("runs"), SETS)
 
 
 def _weights(run):
@@ -117,15 +122,7 @@ MIXED = {**SETS, "end_height": 8, "training_kimg": 0.096, "transition_kimg": 0.0
 
 @pytest.fixture(scope="module")
 def mixed_run(dataset, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("mixed")
-    args = ["train", str(dataset), "--config", "smoke", "--runs-dir", str(runs), "--no-progress"]
-    for k, v in MIXED.items():
-        args += ["--set", f"{k}={v}"]
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    assert e.value.code == 0
-    (run,) = runs.iterdir()
-    return run
+    return train_smoke(dataset, tmp_path_factory.mktemp("mixed"), MIXED)
 
 
 def test_mixed_float16_run_checkpoints_its_loss_scales_and_generates_float32_images(mixed_run, tmp_path, capsys):
