@@ -39,7 +39,7 @@ from curate.parallel import default_workers, ordered_map
 from curate.workdir import CROPS_SCHEMA, Workdir
 
 FACE_REASONS = ("too_small", "does_not_fit")
-IMAGE_REASONS = DECODE_REASONS + ("no_face",)
+IMAGE_REASONS = DECODE_REASONS + ("no_face", "crop_error")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 CHUNK = 128  # images per part file: the unit of resumption
 CROP_OVERSAMPLE = 2.0  # a reduced decode for cutting crops keeps at least this x the output's height
@@ -166,7 +166,21 @@ class Cropper:
         return self._classifier
 
     def __call__(self, src: Source) -> ImageResult:
-        """Detect, place and cut every face of one image."""
+        """Detect, place and cut every face of one image.
+
+        Bad input has its own reason codes (decode.py). Anything else that goes wrong with one image
+        (a file that defeats the decoder in a new way, or a bug) becomes reason `crop_error` with the
+        exception in the detail, so one image never costs the run; the crops it may have written
+        have no row and are swept at the end. The cascade is loaded outside this guard: a broken
+        cascade is the run's problem, not an image's.
+        """
+        self.classifier  # noqa: B018
+        try:
+            return self._crop(src)
+        except Exception as e:  # noqa: BLE001
+            return ImageResult(src.source, reason="crop_error", detail=f"{type(e).__name__}: {e}")
+
+    def _crop(self, src: Source) -> ImageResult:
         cfg = self.config
         res = ImageResult(src.source)
         small = decode_image(src.path, cfg.max_pixels, cfg.detect_reduction)
@@ -472,8 +486,10 @@ def summary_line(stats: dict[str, Any]) -> str:
     failed = sum(stats["decode_failures"].values())
     rejected = ", ".join(f"{k} {v:,}" for k, v in stats["rejected_faces"].items() if v)
     done_now = stats.get("processed_now", stats["images"])
+    errors = stats["reasons"].get("crop_error", 0)
     return (
-        f"crop: {stats['images']:,} images ({failed:,} unreadable, {stats['no_face']:,} without a face) -> "
+        f"crop: {stats['images']:,} images ({failed:,} unreadable, {stats['no_face']:,} without a face"
+        + (f", {errors:,} failed with an error: see failures in the stats" if errors else "") + ") -> "
         f"{stats['faces']:,} faces -> {stats['crops']:,} crops"
         + (f" (rejected: {rejected})" if rejected else "")
         + f"; {done_now:,} images processed now in {stats.get('seconds', 0):.1f}s -> {stats['output']}"

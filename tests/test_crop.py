@@ -291,3 +291,30 @@ def test_crops_from_a_reduced_jpeg_reach_its_edges_on_both_axes(tmp_path):
         if box.x + box.w <= 3001:  # the same region cut from the full decode looks the same
             want = Image.fromarray(full[box.y:box.y + box.h, box.x:box.x + box.w].astype(np.uint8)).resize((256, 512))
             assert np.abs(np.asarray(got, np.float32).mean(axis=(0, 1)) - np.asarray(want, np.float32).mean(axis=(0, 1))).max() < 3
+
+
+def test_an_unexpected_error_costs_one_image_not_the_run(tmp_path, cascade, sample_root, monkeypatch):
+    import curate.crop as crop_module
+
+    images = sample_images(sample_root)[:25]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in images:
+        shutil.copy(p, folder / p.name)
+    real_cut, calls = crop_module.Cropper._cut, []
+
+    def cut_failing_once(self, decoded, box):  # the first crop of the run hits a bug
+        calls.append(box)
+        if len(calls) == 1:
+            raise RuntimeError("simulated bug in the cutter")
+        return real_cut(self, decoded, box)
+
+    monkeypatch.setattr(crop_module.Cropper, "_cut", cut_failing_once)
+    sources, _ = open_sources(folder)
+    stats = run_crop(sources, tmp_path / "w", config(cascade), workers=1, progress=False)
+    assert stats["images"] == 25 and stats["reasons"]["crop_error"] == 1
+    (failure,) = [f for f in stats["failures"] if f["reason"] == "crop_error"]
+    assert failure["detail"] == "RuntimeError: simulated bug in the cutter"
+    assert stats["crops"] >= 1 and "1 failed with an error" in crop_module.summary_line(stats)
+    files = set(pq.read_table(tmp_path / "w" / "crops.parquet").column("file").to_pylist())
+    assert {f.relative_to(tmp_path / "w").as_posix() for f in (tmp_path / "w" / "crops").rglob("*.png")} == files
