@@ -2,9 +2,10 @@
 
 `FilterRules.first_failure()` is the pure per-post rule check; `filter_block()` applies it to one
 block of lines and returns columns of kept rows plus counts. `run_filter()` maps blocks over a
-process pool, streams kept rows into a parquet file, then makes a second, cheap pass over the kept
-rows for the rules that need the whole input first (the age window counted back from the newest
-post, duplicate ids across dumps) or touch the disk (the image exists).
+process pool and streams kept rows into a parquet file, applying in the main process the rules that
+span inputs or touch the disk (duplicate ids across dumps, the image exists) to each block's kept
+rows. An age window counted back from the newest post needs the whole input first: then the kept
+rows go to a scratch file and a second pass over them applies all three.
 """
 
 from __future__ import annotations
@@ -37,12 +38,11 @@ from curate.metadata import (
     InputProblem,
     Post,
     FieldError,
+    TagNamePattern,
     decode_line,
     expand_inputs,
     image_path,
-    TagNamePattern,
     open_blocks,
-    tag_name_pattern,
 )
 from curate.parallel import default_workers, ordered_map
 from curate.tagsets import DEFAULT_EXCLUDE
@@ -138,7 +138,7 @@ class FilterRules:
 
     @functools.cached_property
     def _exclude_pattern(self) -> TagNamePattern:
-        return tag_name_pattern(self.exclude_tags)
+        return TagNamePattern(self.exclude_tags)
 
     def age_cutoff(self, newest: int | None) -> int | None:
         """Oldest created_at kept by --max-age-years, counted back from as_of (or the newest post)."""
@@ -383,7 +383,7 @@ def run_filter(
                 if buffered_rows >= _ROW_GROUP:
                     flush()
                 bar.update(r.disk_bytes)
-            if buffered_rows or not two_pass:
+            if buffered_rows:
                 flush()
             bar.update(total - bar.n)  # compressed framing and tar headers are not in any block
 

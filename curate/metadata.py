@@ -224,7 +224,7 @@ class Post:
         return set(self.flat_tags()[0])
 
     def has_any_tag(self, names: frozenset[str], pattern: TagNamePattern) -> bool:
-        """True if one of the post's tags is in `names`; `pattern` is tag_name_pattern(names).
+        """True if one of the post's tags is in `names`; `pattern` is TagNamePattern(names).
 
         Same answer as `not names.isdisjoint(self.tag_names())`, usually without decoding the tags:
         when the raw tags JSON holds no backslash, its strings are byte for byte their decoded values,
@@ -300,11 +300,6 @@ def _trie(words: list[bytes]) -> bytes:
         return alternatives[0]
     body = b"(?:" + b"|".join(alternatives) + b")"
     return body + b"?" if ends else body
-
-
-def tag_name_pattern(names: frozenset[str]) -> TagNamePattern:
-    """The matcher Post.has_any_tag() takes for `names`."""
-    return TagNamePattern(names)
 
 
 def parse_timestamp(text: str) -> int:

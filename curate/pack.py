@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -139,13 +140,14 @@ def encode_into(path: str, sizes: tuple[tuple[int, int], ...], out: np.ndarray) 
     return None, ""
 
 
-def _offsets(sizes: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=8)
+def _offsets(sizes: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
     """(start, end) of each level's record inside a crop's slot."""
     out, at = [], 0
     for h, w in sizes:
         out.append((at, at + R.record_size(h, w)))
         at += R.record_size(h, w)
-    return out
+    return tuple(out)
 
 
 def slot_bytes(sizes: tuple[tuple[int, int], ...]) -> int:

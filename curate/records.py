@@ -182,8 +182,8 @@ def write_record(out: np.ndarray, chw: np.ndarray) -> None:
     chw = np.ascontiguousarray(chw, dtype=np.uint8)
     head, tail = _parts(tuple(chw.shape))
     n = chw.size
-    if out.size != 16 + len(head) + n + len(tail):
-        raise ValueError(f"buffer holds {out.size} bytes, a {chw.shape} record needs {16 + len(head) + n + len(tail)}")
+    if out.size != record_size(chw.shape[1], chw.shape[2], chw.shape[0]):
+        raise ValueError(f"buffer holds {out.size} bytes, a {chw.shape} record needs {record_size(*chw.shape[1:], chw.shape[0])}")
     length = struct.pack("<Q", len(head) + n + len(tail))
     data = chw.tobytes()  # google_crc32c reads only bytes-like objects that need no release
     crc = google_crc32c.extend(google_crc32c.extend(google_crc32c.value(head), data), tail)
@@ -215,7 +215,7 @@ def frame(payload: bytes) -> bytes:
 
 def record_size(height: int, width: int, channels: int = CHANNELS) -> int:
     """Bytes one framed record of this size takes on disk (every record of a level has the same size)."""
-    head, tail = example_parts((channels, height, width))
+    head, tail = _parts((channels, height, width))
     return 16 + len(head) + channels * height * width + len(tail)
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from curate.metadata import (BadLine, FieldError, InputError, InputProblem, Post, decode_line, decode_post,
-                             expand_inputs, image_path, open_blocks, parse_timestamp, tag_name_pattern)
+                             expand_inputs, image_path, open_blocks, parse_timestamp, TagNamePattern)
 
 # The real line from FORMATS.md (post 263162), tag list shortened as there.
 REAL_2018 = (
@@ -146,7 +146,7 @@ def test_has_any_tag_on_raw_bytes_agrees_with_decoding_the_names():
     import random
 
     excluded = frozenset({"nude", "comic", "from_side", "upside-down", "a.b", "tag(x)"})
-    pattern = tag_name_pattern(excluded)
+    pattern = TagNamePattern(excluded)
     pool = sorted(excluded) + ["nude_filter", "semi-nude", "comics", "comic_", "from_side_", "from",
                                "aXb", "tag(x)s", "solo", "1girl", "name", "cat\u00e9gorie"]
     rng = random.Random(5)
