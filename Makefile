@@ -46,7 +46,7 @@ dev: $(VENV)/.stamp-dev  ## create .venv with curate and the test tools
 # the sha256 first, so with a good copy present this is instant.
 cascades:  ## fetch and verify cascades/lbpcascade_animeface.xml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m curate.cascades fetch
+	@$(PY) -m curate.crop.cascades fetch
 
 dataset: venv cascades  ## run PIPELINE (see variables below): filter, crop, score, pack into WORK/PIPELINE
 	$(if $(DANBOORU),DANBOORU="$(DANBOORU)") WORK="$(WORK)" $(VENV)/bin/curate run $(PIPELINE)

@@ -126,8 +126,8 @@ _LIMIT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[4])
     import cv2, numpy as np
     from PIL import Image
-    from curate.crop import CropConfig
-    from curate.parallel import ordered_map
+    from curate.crop.runner import CropConfig
+    from curate.core.pool import ordered_map
 
     files, cascade, workers = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     reduction = CropConfig(cascade=cascade, cascade_sha256="").detect_reduction
@@ -155,8 +155,8 @@ _DETECTOR = textwrap.dedent("""
     sys.path.insert(0, sys.argv[4])
     import cv2, numpy as np
     from PIL import Image
-    from curate.crop import CropConfig
-    from curate.parallel import ordered_map
+    from curate.crop.runner import CropConfig
+    from curate.core.pool import ordered_map
 
     files, cascade, workers = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     reduction = CropConfig(cascade=cascade, cascade_sha256="").detect_reduction
@@ -201,8 +201,8 @@ def run_limit(files: list[Path], cascade: Path, workers: int) -> dict:
 _CURATE = textwrap.dedent("""
     import json, sys, time
     sys.path.insert(0, sys.argv[4])
-    from curate.cascades import sha256_of
-    from curate.crop import CropConfig, open_sources, run_crop
+    from curate.crop.cascades import sha256_of
+    from curate.crop.runner import CropConfig, open_sources, run_crop
     folder, cascade, workers, _, out, max_upscale = sys.argv[1:7]
     sources, _ = open_sources(folder)
     t = time.perf_counter()
@@ -231,7 +231,7 @@ def main() -> None:
                     default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "curate-bench")
     args = ap.parse_args()
 
-    from curate.cascades import ANIMEFACE_SHA256, resolve_cascade, sha256_of
+    from curate.crop.cascades import ANIMEFACE_SHA256, resolve_cascade, sha256_of
 
     cascade = resolve_cascade("animeface")
     folder = args.cache / f"crop-corpus-n{args.images}-seed{args.seed}"

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.filter import FilterRules, run_filter  # noqa: E402
-from curate.fixtures import metadata_lines, naive_filter_ids  # noqa: E402
+from curate.filter.runner import FilterRules, run_filter  # noqa: E402
+from curate.testing.metadata import metadata_lines, naive_filter_ids  # noqa: E402
 
 RULESETS = {
     # the CLI's defaults: size floor, ratings g/s, still images, default exclusions

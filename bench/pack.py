@@ -5,7 +5,7 @@ are about as large as real portraits), then in the same run, alternately and eac
 interpreter:
   baseline  NVlabs dataset_tool's loop: Pillow open, np.asarray, CHW, float32 2x2 average per level,
             tf.train.Example, tf.io.TFRecordWriter per level; one process
-  curate    curate.pack.run_pack (decode + levels in workers, ordered writes, hashes, fsync, manifest)
+  curate    curate.dataset.pack.run_pack (decode + levels in workers, ordered writes, hashes, fsync, manifest)
 and the disk's sequential write speed (8 MB blocks, fsync) for as many bytes as a dataset takes.
 Checks once that both wrote the same pixels, and prints crops/s, MB/s and the ratio.
 
@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from curate import records as R  # noqa: E402
-from curate.pack import PackConfig, run_pack, shuffled_order  # noqa: E402
-from curate.workdir import CROPS_SCHEMA, Workdir  # noqa: E402
+from curate.dataset import schema as R  # noqa: E402
+from curate.dataset.pack import PackConfig, run_pack, shuffled_order  # noqa: E402
+from curate.core.workdir import CROPS_SCHEMA, Workdir  # noqa: E402
 
 
 def _crop(i: int) -> np.ndarray:

@@ -37,8 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.review_fixtures import make_review_workdir  # noqa: E402
-from curate.workdir import Workdir  # noqa: E402
+from curate.testing.review import make_review_workdir  # noqa: E402
+from curate.core.workdir import Workdir  # noqa: E402
 
 PAGE = 200
 

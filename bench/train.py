@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.stylegan.config import CONFIGS, replace  # noqa: E402
-from curate.stylegan.synthetic import write_dataset  # noqa: E402
-from curate.train import Trainer, open_dataset  # noqa: E402
+from curate.train.stylegan.config import CONFIGS, replace  # noqa: E402
+from curate.testing.records import write_dataset  # noqa: E402
+from curate.train.loop import Trainer, open_dataset  # noqa: E402
 
 
 def time_steps(fn, batch, tf, steps: int, lr: float) -> float:

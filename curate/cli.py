@@ -15,18 +15,18 @@ from curate import __version__
 
 # name -> "module:attribute"; the order here is the order `curate --help` lists them.
 COMMANDS = {
-    "fetch": "curate.fetch_cli:fetch_command",
-    "filter": "curate.filter_cli:filter_command",
-    "crop": "curate.crop_cli:crop_command",
-    "score": "curate.score_cli:score_command",
-    "review": "curate.review_cli:review_group",
-    "pack": "curate.pack_cli:pack_command",
-    "inspect": "curate.inspect_cli:inspect_command",
-    "train": "curate.train_cli:train_command",
-    "generate": "curate.train_cli:generate_command",
-    "run": "curate.pipeline_cli:run_command",
-    "report": "curate.report_cli:report_command",
-    "models": "curate.models_cli:models_group",
+    "fetch": "curate.fetch.cli:fetch_command",
+    "filter": "curate.filter.cli:filter_command",
+    "crop": "curate.crop.cli:crop_command",
+    "score": "curate.score.cli:score_command",
+    "review": "curate.review.cli:review_group",
+    "pack": "curate.dataset.pack_cli:pack_command",
+    "inspect": "curate.dataset.inspect_cli:inspect_command",
+    "train": "curate.train.cli:train_command",
+    "generate": "curate.train.cli:generate_command",
+    "run": "curate.pipeline.cli:run_command",
+    "report": "curate.report.cli:report_command",
+    "models": "curate.score.models_cli:models_group",
 }
 
 

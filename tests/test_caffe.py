@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate.caffe import CaffeFormatError, parse_net, read_caffemodel
-from curate.illust2vec import CONV_LAYERS
-from i2v_files import random_weights, write_caffemodel
+from curate.score.caffe import CaffeFormatError, parse_net, read_caffemodel
+from curate.score.illust2vec import CONV_LAYERS
+from curate.testing.i2v import random_weights, write_caffemodel
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["layer", "V1 layers"])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from curate import cascades
-from curate.cascades import (
+from curate.crop import cascades
+from curate.crop.cascades import (
     ANIMEFACE_FILE,
     ANIMEFACE_MEMBER,
     ANIMEFACE_SHA256,
@@ -102,6 +102,6 @@ def test_fetch_is_instant_when_the_file_is_good(tmp_path, real_cascade, monkeypa
 
 
 def test_check_command(real_cascade):
-    done = subprocess.run([sys.executable, "-m", "curate.cascades", "check"], capture_output=True, text=True,
-                          cwd=Path(cascades.__file__).parents[1])
+    done = subprocess.run([sys.executable, "-m", "curate.crop.cascades", "check"], capture_output=True, text=True,
+                          cwd=Path(cascades.__file__).parents[2])
     assert done.returncode == 0 and "ok" in done.stdout

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from curate import __version__
-from curate.tagsets import DEFAULT_EXCLUDE
+from curate.filter.tagsets import DEFAULT_EXCLUDE
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:

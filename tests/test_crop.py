@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from curate import cli
-from curate.cascades import ANIMEFACE_FILE, CASCADE_DIR, load_cascade, sha256_of
-from curate.crop import (
+from curate.crop.cascades import ANIMEFACE_FILE, CASCADE_DIR, load_cascade, sha256_of
+from curate.crop.runner import (
     PARTS_DIR,
     CropConfig,
     Cropper,
@@ -30,8 +30,8 @@ from curate.crop import (
     run_crop,
     stats_path,
 )
-from curate.decode import decode_image
-from curate.workdir import CROPS_SCHEMA, Workdir
+from curate.core.image import decode_image
+from curate.core.workdir import CROPS_SCHEMA, Workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOD = "2142276"
@@ -202,8 +202,8 @@ def test_same_input_gives_identical_outputs_with_any_worker_count(tmp_path, casc
 
 _RUN = """
 import sys
-from curate.crop import CropConfig, open_sources, run_crop
-from curate.cascades import sha256_of
+from curate.crop.runner import CropConfig, open_sources, run_crop
+from curate.crop.cascades import sha256_of
 src, work, cascade = sys.argv[1:4]
 sources, _ = open_sources(src)
 run_crop(sources, work, CropConfig(cascade=cascade, cascade_sha256=sha256_of(cascade)), workers=2, progress=False, chunk=8)
@@ -276,7 +276,7 @@ def test_filtered_table_needs_a_dataset_root(tmp_path, capsys):
 def test_crops_from_a_reduced_jpeg_reach_its_edges_on_both_axes(tmp_path):
     # 3001x1500 decodes at 1/4 as 751x375: the axes shrink by 0.25025 and 0.25. A crop touching the
     # bottom edge once ran past the reduced image (one factor used for both) and killed the worker.
-    from curate.geometry import Box
+    from curate.crop.geometry import Box
 
     src = tmp_path / "wide.jpg"
     rng = np.random.default_rng(0)
@@ -294,7 +294,7 @@ def test_crops_from_a_reduced_jpeg_reach_its_edges_on_both_axes(tmp_path):
 
 
 def test_an_unexpected_error_costs_one_image_not_the_run(tmp_path, cascade, sample_root, monkeypatch):
-    import curate.crop as crop_module
+    import curate.crop.runner as crop_module
 
     images = sample_images(sample_root)[:25]
     folder = tmp_path / "in"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.decode import Decoded, DecodeFailure, decode_image
+from curate.core.image import Decoded, DecodeFailure, decode_image
 
 LIMIT = 89_478_485
 

@@ -6,10 +6,10 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from fake_danbooru import FakeDanbooru
+from curate.testing.danbooru_api import FakeDanbooru
 
-from curate.fetch import Client, FetchError, FetchPlan, fetch
-from curate.filter import FilterRules, run_filter
+from curate.fetch.client import Client, FetchError, FetchPlan, fetch
+from curate.filter.runner import FilterRules, run_filter
 
 
 @pytest.fixture

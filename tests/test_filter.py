@@ -16,10 +16,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curate import filter as filt
-from curate.filter import RULES, FilterRules, run_filter, stats_path
-from curate.fixtures import metadata_lines, naive_filter_ids
-from curate.metadata import Post, decode_line, parse_timestamp
+from curate.filter import runner as filt
+from curate.filter.runner import RULES, FilterRules, run_filter, stats_path
+from curate.testing.metadata import metadata_lines, naive_filter_ids
+from curate.filter.metadata import Post, decode_line, parse_timestamp
 
 US_DAY = 86400 * 1_000_000
 

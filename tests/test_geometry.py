@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from curate.geometry import Box, Portrait, min_source_height, portrait_box, scale_box, smallest_useful_face
+from curate.crop.geometry import Box, Portrait, min_source_height, portrait_box, scale_box, smallest_useful_face
 
 
 def check_invariants(face: Box, size: tuple[int, int], p: Portrait, k: float, min_k: float) -> None:

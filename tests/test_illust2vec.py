@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from curate.illust2vec import GROUPS, MEAN_BGR, N_OUTPUTS, conv_shapes, infer_width_divisor, person_indices, preprocess
-from i2v_files import PERSON, numpy_preprocess, tag_names
+from curate.score.illust2vec import GROUPS, MEAN_BGR, N_OUTPUTS, conv_shapes, infer_width_divisor, person_indices, preprocess
+from curate.testing.i2v import PERSON, numpy_preprocess, tag_names
 
 
 def test_published_shapes_and_size():

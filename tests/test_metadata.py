@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from curate.metadata import (BadLine, FieldError, InputError, InputProblem, Post, decode_line, decode_post,
+from curate.filter.metadata import (BadLine, FieldError, InputError, InputProblem, Post, decode_line, decode_post,
                              expand_inputs, image_path, open_blocks, parse_timestamp, TagNamePattern)
 
 # The real line from FORMATS.md (post 263162), tag list shortened as there.
@@ -126,8 +126,8 @@ def test_malformed_tags_surface_when_a_rule_needs_them():
     post = decode_line(REAL_2018.replace('"tags":[', '"tags":"oops","x":[').encode())
     assert isinstance(post, Post)
     # ...and the filter counts it as a bad line when the tag rules look
-    from curate.filter import FilterRules, filter_block
-    from curate.metadata import Block
+    from curate.filter.runner import FilterRules, filter_block
+    from curate.filter.metadata import Block
 
     line = REAL_2018.replace('"tags":[', '"tags":"oops","x":[').encode() + b"\n"
     res = filter_block(Block("m", 0, len(line), data=line), FilterRules(ratings=frozenset("s")))
@@ -136,7 +136,7 @@ def test_malformed_tags_surface_when_a_rule_needs_them():
 
 
 def test_favs_count_matches_a_full_decode():
-    from curate.metadata import _count_favs
+    from curate.filter.metadata import _count_favs
 
     for raw in (b"[]", b'["1"]', b'["15115","159766","23892"]', b'[ "1" , "2" ]', b'["a,b","c"]'):
         assert _count_favs(raw) == len(json.loads(raw))
@@ -174,7 +174,7 @@ def test_tag_trie_matches_exactly_its_words():
     import random
     import re
 
-    from curate.metadata import _trie
+    from curate.filter.metadata import _trie
 
     rng = random.Random(3)
     alphabet = "ab_.(-"

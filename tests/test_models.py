@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate import models
+from curate.score import models
 from curate.cli import main
-from curate.models import DownloadError, ModelError, download, install_illustration2vec, load_illustration2vec
-from i2v_files import numpy_forward, numpy_preprocess, random_weights, write_caffemodel, write_onnx, write_tags
+from curate.score.models import DownloadError, ModelError, download, install_illustration2vec, load_illustration2vec
+from curate.testing.i2v import numpy_forward, numpy_preprocess, random_weights, write_caffemodel, write_onnx, write_tags
 
 WIDTH = 16  # 1/16 of the published width: the same graph, quick enough for a NumPy reference
 
@@ -29,7 +29,7 @@ def images():
 
 
 def _tf_probs(model, images):
-    from curate.illust2vec import preprocess
+    from curate.score.illust2vec import preprocess
 
     return model(preprocess(np.stack(images)), training=False).numpy()
 

@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from curate import records as R
-from curate.hashing import file_sha256
+from curate.dataset import schema as R
+from curate.core.hashing import file_sha256
 from curate.cli import cli
-from curate.inspection import inspect_dataset
-from curate.pack import LabelSpec, PackConfig, run_pack, shuffled_order
-from curate.workdir import CROPS_SCHEMA, REVIEW_SQL, SCORES_SCHEMA, Workdir
+from curate.dataset.inspect import inspect_dataset
+from curate.dataset.pack import LabelSpec, PackConfig, run_pack, shuffled_order
+from curate.core.workdir import CROPS_SCHEMA, REVIEW_SQL, SCORES_SCHEMA, Workdir
 from test_records import nvlabs_levels  # the transcribed NVlabs loop
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,11 +7,11 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
-from fake_danbooru import FakeDanbooru
+from curate.testing.danbooru_api import FakeDanbooru
 
-from curate.fixtures import metadata_lines
-from curate.metadata import image_path
-from curate.pipeline import PipelineError, load, parse_value, plan, resolve, run
+from curate.testing.metadata import metadata_lines
+from curate.filter.metadata import image_path
+from curate.pipeline.runner import PipelineError, load, parse_value, plan, resolve, run
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from curate import records as R
+from curate.dataset import schema as R
 
 
 def nvlabs_levels(chw: np.ndarray, n: int) -> list[np.ndarray]:

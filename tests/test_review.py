@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curate.review import ReviewSession, ThumbnailCache, load_index
-from curate.review_fixtures import make_review_workdir
-from curate.workdir import Workdir, latest_decisions
+from curate.review.session import ReviewSession, ThumbnailCache, load_index
+from curate.testing.review import make_review_workdir
+from curate.core.workdir import Workdir, latest_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_thumbnails_are_cached_per_crop_and_only_inside_the_workdir(tmp_path):
 def client(wd):
     from starlette.testclient import TestClient
 
-    from curate.review_app import create_app
+    from curate.review.app import create_app
 
     s = ReviewSession(wd)
     app = create_app(s, allowed_hosts={"127.0.0.1", "localhost"}, per_page=12)
@@ -300,7 +300,7 @@ def test_contact_sheet(wd, tmp_path):
 
 
 def test_listening_socket_is_tcp_so_asyncio_sets_nodelay():
-    from curate.review_cli import bind_socket, is_loopback
+    from curate.review.cli import bind_socket, is_loopback
 
     sock = bind_socket("127.0.0.1", 0)
     try:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import signal
 
-from curate.review_fixtures import make_review_workdir
-from curate.workdir import latest_decisions
+from curate.testing.review import make_review_workdir
+from curate.core.workdir import latest_decisions
 
 from test_review import start_server
 

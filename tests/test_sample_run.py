@@ -10,9 +10,9 @@ import json
 import pytest
 
 from conftest import ARTIFACTS
-from curate import records
-from curate.pipeline import load, plan, resolve, run
-from curate.report import build
+from curate.dataset import schema as records
+from curate.pipeline.runner import load, plan, resolve, run
+from curate.report.build import build
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def _quiet() -> list[str]:
 def test_a_review_decision_reruns_pack_only_and_pack_drops_the_crop(sample_run):
     import pyarrow.parquet as pq
 
-    from curate.review import DecisionStore
+    from curate.review.session import DecisionStore
 
     p, _ = sample_run
     first = pq.read_table(p.workdir / "crops.parquet").column("crop_id")[0].as_py()

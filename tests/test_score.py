@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.cli import main
-from curate.models import ModelError, install_illustration2vec, load_illustration2vec
-from curate.score import (
+from curate.score.models import ModelError, install_illustration2vec, load_illustration2vec
+from curate.score.runner import (
     Illustration2VecScorer, ScoreRules, decide, image_stats, inspect_crop, run_score, summary_line,
 )
-from curate.workdir import CROPS_SCHEMA, SCORES_SCHEMA, Workdir
-from i2v_files import numpy_forward, numpy_preprocess, random_weights, write_caffemodel, write_tags
+from curate.core.workdir import CROPS_SCHEMA, SCORES_SCHEMA, Workdir
+from curate.testing.i2v import numpy_forward, numpy_preprocess, random_weights, write_caffemodel, write_tags
 
 
 def textured(seed: int) -> np.ndarray:

@@ -7,12 +7,12 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from curate.stylegan import ops  # noqa: E402
-from curate.stylegan.config import CONFIGS, Arch, parse_set, replace  # noqa: E402
-from curate.stylegan.loss import r1_penalty  # noqa: E402
-from curate.stylegan.networks import Discriminator, Generator, fade_reals  # noqa: E402
-from curate.stylegan.schedule import Schedule  # noqa: E402
-from curate.stylegan.swd import frechet_distance, swd  # noqa: E402
+from curate.train.stylegan import ops  # noqa: E402
+from curate.train.stylegan.config import CONFIGS, Arch, parse_set, replace  # noqa: E402
+from curate.train.stylegan.loss import r1_penalty  # noqa: E402
+from curate.train.stylegan.networks import Discriminator, Generator, fade_reals  # noqa: E402
+from curate.train.stylegan.schedule import Schedule  # noqa: E402
+from curate.train.stylegan.swd import frechet_distance, swd  # noqa: E402
 
 TINY = Arch(full_height=64, full_width=32, fmap_base=64, fmap_max=8, latent_size=8, dlatent_size=8,
             mapping_layers=2, mapping_fmaps=8, fused_min=8)
@@ -162,7 +162,7 @@ def test_config_overrides_are_typed_and_checked():
 
 
 def test_swd_of_a_set_with_itself_is_near_zero_and_larger_for_a_shifted_set():
-    from curate.stylegan.synthetic import synthetic_images
+    from curate.testing.records import synthetic_images
 
     reals = synthetic_images(128, 64, 32, seed=0).transpose(0, 2, 3, 1)
     other = synthetic_images(128, 64, 32, seed=1).transpose(0, 2, 3, 1)  # same distribution, other draws

@@ -10,13 +10,13 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from curate.stylegan import ops  # noqa: E402
-from curate.stylegan.config import CONFIGS, RESUMABLE, Arch, parse_set, replace  # noqa: E402
-from curate.stylegan.loss import r1_penalty  # noqa: E402
-from curate.stylegan.networks import Discriminator, Generator  # noqa: E402
-from curate.stylegan.precision import LossScale  # noqa: E402
-from curate.stylegan.synthetic import write_dataset  # noqa: E402
-from curate.train import Trainer, _make_adam, open_dataset  # noqa: E402
+from curate.train.stylegan import ops  # noqa: E402
+from curate.train.stylegan.config import CONFIGS, RESUMABLE, Arch, parse_set, replace  # noqa: E402
+from curate.train.stylegan.loss import r1_penalty  # noqa: E402
+from curate.train.stylegan.networks import Discriminator, Generator  # noqa: E402
+from curate.train.stylegan.precision import LossScale  # noqa: E402
+from curate.testing.records import write_dataset  # noqa: E402
+from curate.train.loop import Trainer, _make_adam, open_dataset  # noqa: E402
 
 TINY = Arch(full_height=64, full_width=32, fmap_base=64, fmap_max=8, latent_size=8, dlatent_size=8,
             mapping_layers=2, mapping_fmaps=8, fused_min=8)

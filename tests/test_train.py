@@ -11,9 +11,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from curate.cli import main  # noqa: E402
-from curate.stylegan.config import CONFIGS, replace  # noqa: E402
-from curate.stylegan.synthetic import write_dataset  # noqa: E402
-from curate.train import run_training  # noqa: E402
+from curate.train.stylegan.config import CONFIGS, replace  # noqa: E402
+from curate.testing.records import write_dataset  # noqa: E402
+from curate.train.loop import run_training  # noqa: E402
 
 # 8x4 stable for 64 images, 16x8 faded in over 64, then stable: 5 ticks of 32 images, minibatch 8
 SETS = {"end_height": 16, "training_kimg": 0.064, "transition_kimg": 0.064, "total_kimg": 0.16, "minibatch_base": 8,

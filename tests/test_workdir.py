@@ -5,7 +5,7 @@ import sqlite3
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.workdir import CROPS_SCHEMA, REVIEW_SQL, SCORES_SCHEMA, Workdir, latest_decisions, surviving_crops
+from curate.core.workdir import CROPS_SCHEMA, REVIEW_SQL, SCORES_SCHEMA, Workdir, latest_decisions, surviving_crops
 
 
 def _crops(ids):

@@ -1,0 +1,139 @@
+"""The workdir shared by crop, score, review and pack: its layout and its tables' schemas.
+
+One place names every file a stage reads or writes, so stages agree without importing each other:
+
+    WORKDIR/
+      crops/<shard>/<crop_id>.png   512x256 portraits (PNG; JPEG q95 as an option)
+      crops.parquet                 one row per crop   (CROPS_SCHEMA)       <- curate crop
+      crops.stats.json              crop funnel: faces found, reasons for rejects
+      scores.parquet                one row per crop   (SCORES_SCHEMA)      <- curate score
+      scores.stats.json
+      review.sqlite                 decision history   (REVIEW_SQL)         <- curate review
+      overlays/                     optional pictures of boxes, contact sheets
+
+`surviving_crops()` is the rule pack applies: crops that scoring kept (when scores exist) and whose
+latest review decision is not 'rejected' (when a review database exists).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+CROPS_SCHEMA = pa.schema(
+    [
+        ("crop_id", pa.string()),  # unique in the workdir: "<post id>_<face index>" for Danbooru posts
+        ("post_id", pa.int64()),  # null for images from a plain folder
+        ("source", pa.string()),  # the source image: relative to the dataset root (or the folder)
+        ("face_index", pa.int32()),  # 0 = the most confident face of the image
+        ("face_x", pa.int32()), ("face_y", pa.int32()), ("face_w", pa.int32()), ("face_h", pa.int32()),
+        ("crop_x", pa.int32()), ("crop_y", pa.int32()), ("crop_w", pa.int32()), ("crop_h", pa.int32()),
+        ("scale", pa.float32()),  # output height / crop height in source pixels (>1 = upscaled)
+        ("confidence", pa.float32()),  # the cascade's level weight for the face
+        ("source_width", pa.int32()), ("source_height", pa.int32()),
+        ("file", pa.string()),  # the crop image, relative to the workdir
+    ]
+)
+
+SCORES_SCHEMA = pa.schema(
+    [
+        ("crop_id", pa.string()),
+        ("scorer", pa.string()),  # "illustration2vec" or "heuristic": always recorded, never implied
+        ("person", pa.float32()),  # probability-like score that the crop shows a person (see curate.score.runner)
+        ("rating_safe", pa.float32()), ("rating_questionable", pa.float32()), ("rating_explicit", pa.float32()),
+        ("top_tags", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32())),
+        ("kept", pa.bool_()),
+        ("reason", pa.string()),  # why it was rejected (null when kept)
+    ]
+)
+
+REVIEW_STATUSES = ("pending", "accepted", "rejected")
+# Every decision is a new row (an undo too); a crop's status is its latest row.
+REVIEW_SQL = """
+CREATE TABLE IF NOT EXISTS decisions (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    crop_id    TEXT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
+    decided_at TEXT NOT NULL,            -- ISO 8601, UTC
+    origin     TEXT NOT NULL DEFAULT ''  -- e.g. 'grid', 'undo', 'accept-page', 'import'
+);
+CREATE INDEX IF NOT EXISTS decisions_crop ON decisions (crop_id, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """Paths inside one workdir."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.root / "crops"
+
+    @property
+    def crops_table(self) -> Path:
+        return self.root / "crops.parquet"
+
+    @property
+    def scores_table(self) -> Path:
+        return self.root / "scores.parquet"
+
+    @property
+    def review_db(self) -> Path:
+        return self.root / "review.sqlite"
+
+    @property
+    def overlays_dir(self) -> Path:
+        return self.root / "overlays"
+
+    @staticmethod
+    def crop_file(crop_id: str, ext: str = "png") -> str:
+        """Where a crop's image lives, relative to the workdir: 256 shards keep folders small."""
+        shard = hashlib.sha1(crop_id.encode()).hexdigest()[:2]
+        return f"crops/{shard}/{crop_id}.{ext}"
+
+
+def latest_decisions(db: str | os.PathLike) -> dict[str, str]:
+    """crop_id -> its latest review status; empty when there is no review database."""
+    if not Path(db).exists():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            "SELECT crop_id, status FROM decisions d WHERE seq = "
+            "(SELECT MAX(seq) FROM decisions WHERE crop_id = d.crop_id)"
+        ).fetchall()
+    finally:
+        con.close()
+    return dict(rows)
+
+
+def surviving_crops(workdir: Workdir) -> tuple[pa.Table, dict[str, int]]:
+    """The crops pack should use, in crop-table order, and how many each later stage removed."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    crops = pq.read_table(workdir.crops_table)
+    counts = {"crops": crops.num_rows}
+    if workdir.scores_table.exists():
+        scores = pq.read_table(workdir.scores_table, columns=["crop_id", "kept"])
+        kept_ids = pc.filter(scores.column("crop_id"), scores.column("kept"))
+        mask = pc.is_in(crops.column("crop_id"), value_set=kept_ids)
+        counts["removed_by_score"] = crops.num_rows - pc.sum(mask).as_py()
+        crops = crops.filter(mask)
+    rejected = [c for c, s in latest_decisions(workdir.review_db).items() if s == "rejected"]
+    if rejected:
+        mask = pc.invert(pc.is_in(crops.column("crop_id"), value_set=pa.array(rejected, pa.string())))
+        counts["removed_by_review"] = crops.num_rows - pc.sum(mask).as_py()
+        crops = crops.filter(mask)
+    counts["surviving"] = crops.num_rows
+    return crops, counts

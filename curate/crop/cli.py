@@ -1,0 +1,102 @@
+"""`curate crop`: the thin command over curate.crop.runner (parse, validate once, run, summarise)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    m = _SIZE.match(value.strip().lower())
+    if not m or int(m[1]) < 8 or int(m[2]) < 4:
+        raise click.BadParameter(f"{value!r} is not HEIGHTxWIDTH, e.g. 512x256")
+    height, width = int(m[1]), int(m[2])
+    if height != 2 * width:
+        raise click.BadParameter(f"{value!r}: portraits are 2:1 (height = 2 x width), e.g. 512x256 or 256x128")
+    return height, width
+
+
+@click.command("crop")
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="WORKDIR",
+              help="Workdir: crops/, crops.parquet and crops.stats.json go here.")
+@click.option("--dataset-root", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="With a filtered table: the folder its 'path' column is relative to.")
+@click.option("--cascade", default="animeface", show_default=True, metavar="animeface|frontalface|PATH",
+              help="Detector: the anime-face LBP cascade, OpenCV's frontal-face Haar cascade (photos), or a cascade XML.")
+@click.option("--scale-factor", type=click.FloatRange(min=1.01, max=2.0), default=1.1, show_default=True, metavar="F",
+              help="Detector pyramid step.")
+@click.option("--min-neighbors", type=click.IntRange(min=0), default=5, show_default=True, metavar="N",
+              help="Detections that must agree on a face.")
+@click.option("--min-size", type=click.IntRange(min=8), default=24, show_default=True, metavar="PX",
+              help="Smallest detector window, in detector pixels.")
+@click.option("--min-face", type=click.IntRange(min=8), default=None, metavar="PX",
+              help="Smallest face to look for, in source pixels; the detector image is reduced so that "
+                   "--min-size matches it  [default: the smallest face that can give a crop, from --k, "
+                   "--size and --max-upscale]")
+@click.option("--k", "k", type=click.FloatRange(min=1.0, max=10.0), default=2.5, show_default=True, metavar="K",
+              help="Crop width / face width (crop height is twice the width).")
+@click.option("--min-k", type=click.FloatRange(min=1.0, max=10.0), default=1.75, show_default=True, metavar="K",
+              help="K may shrink to this so a box near an edge fits the image.")
+@click.option("--pad/--no-pad", default=False, show_default=True,
+              help="Pad (white) a box that does not fit even at --min-k instead of rejecting the face.")
+@click.option("--size", default="512x256", show_default=True, callback=_size, metavar="HxW",
+              help="Output size, height x width (2:1).")
+@click.option("--max-upscale", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="X",
+              help="Reject a face whose crop would be enlarged more than this (too_small).")
+@click.option("--max-faces", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+              help="Crops per image at most, most confident faces first.")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True,
+              help="Crop files: lossless PNG, or JPEG quality 95.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=89_478_485, show_default=True, metavar="N",
+              help="Refuse larger images as decompression bombs.")
+@click.option("--overlays", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Also write sources with face and crop boxes drawn, and contact sheets, to DIR.")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes  [default: one per core]")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neighbors, min_size, min_face, k, min_k,
+                 pad, size, max_upscale, max_faces, fmt, max_pixels, overlays, workers, progress):
+    """Find faces in INPUT and cut a 2:1 portrait (512x256 by default) around each.
+
+    INPUT is a filtered table from `curate filter` (with --dataset-root) or a folder of images.
+    Each crop's box is k face widths wide and twice as tall, the face centred in its upper half;
+    see docs/crop-geometry.md. Unreadable images, images without a face and faces whose crop
+    would not fit or would be upscaled too much are counted by reason in WORKDIR/crops.stats.json.
+    A killed run resumes where it stopped; the same input gives the same output.
+
+    \b
+    Examples:
+      curate crop work/filtered.parquet --dataset-root /data/danbooru2018 --out work
+      curate crop ~/pictures/anime --out work --overlays work/overlays --max-faces 1
+      curate crop photos/ --cascade frontalface --k 2.5 --format jpg --out work-photos
+    """
+    from curate.crop.cascades import CascadeError, load_cascade, resolve_cascade, sha256_of
+    from curate.crop.runner import CropConfig, InputError, open_sources, run_crop, summary_line
+
+    if min_k > k:
+        raise click.BadParameter(f"--min-k {min_k} is larger than --k {k}", param_hint="--min-k")
+    if input_path.is_file() and dataset_root is not None and not dataset_root.is_dir():
+        raise click.BadParameter(f"{dataset_root} is not a folder", param_hint="--dataset-root")
+    try:
+        path = resolve_cascade(cascade)
+        load_cascade(path)
+    except CascadeError as e:
+        raise click.BadParameter(str(e), param_hint="--cascade") from None
+    config = CropConfig(
+        cascade=str(path), cascade_sha256=sha256_of(path), scale_factor=scale_factor, min_neighbors=min_neighbors,
+        min_size=min_size, min_face=min_face, k=k, min_k=min_k, pad=pad, out_height=size[0], out_width=size[1],
+        max_upscale=max_upscale, max_faces=max_faces, fmt=fmt, max_pixels=max_pixels,
+    )
+    try:
+        sources, ignored = open_sources(input_path, dataset_root)
+    except InputError as e:
+        raise click.UsageError(str(e)) from None
+    inputs = {"input": str(input_path), "dataset_root": str(dataset_root) if dataset_root else None,
+              "ignored_files": ignored}
+    stats = run_crop(sources, out, config, workers=workers, overlays=overlays, progress=progress, inputs=inputs)
+    click.echo(summary_line(stats))

@@ -1,0 +1,86 @@
+"""Pictures for judging crop geometry at a glance: boxes drawn on sources, and contact sheets.
+
+`curate crop --overlays DIR` writes DIR/images/<id>.jpg per source (face boxes in green, accepted
+crop boxes in blue, rejected faces in red with their reason) and, at the end, DIR/crops-sheet.png
+(the crops side by side, labelled) and DIR/overlays-sheet.png (the annotated sources).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from curate.core.atomic import write_bytes
+from curate.core.workdir import Workdir
+
+OVERLAY_SIDE = 768  # long side of an overlay picture
+_GREEN, _BLUE, _RED = (0, 200, 0), (30, 90, 255), (230, 20, 20)
+
+
+def draw_overlay(decoded, faces, placed) -> bytes:
+    """A JPEG of the (reduced) source with every face box, crop box and rejection reason drawn on it."""
+    im = decoded.image.convert("RGB")
+    width, height = decoded.source_size
+    f = min(1.0, OVERLAY_SIDE / max(im.size)) * im.width / width
+    if f * width != im.width:
+        im = im.resize((max(1, round(width * f)), max(1, round(height * f))), Image.Resampling.BILINEAR)
+    else:
+        im = im.copy()
+    draw = ImageDraw.Draw(im)
+
+    def rect(box, colour, w):
+        draw.rectangle([box.x * f, box.y * f, (box.x + box.w) * f - 1, (box.y + box.h) * f - 1], outline=colour, width=w)
+
+    placed_by_index = {i: p for i, _face, p in placed}
+    for i, face in enumerate(faces):
+        p = placed_by_index.get(i)
+        if p is None or isinstance(p, str):
+            rect(face.box, _RED, 2)
+            label = f"{i} {p or 'over max'}"
+        else:
+            rect(p.box, _BLUE, 3)
+            rect(face.box, _GREEN, 2)
+            label = f"{i} k={p.k:.2f}" + (" pad" if p.padded else "")
+        draw.text((face.box.x * f + 3, face.box.y * f + 2), f"{label} c={face.confidence:.1f}", fill=_RED if p is None or isinstance(p, str) else _GREEN)
+    if not faces:
+        draw.text((4, 4), "no face", fill=_RED)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _grid(tiles: list[tuple[Image.Image, str]], tile: tuple[int, int], columns: int) -> Image.Image:
+    tw, th = tile
+    rows = max(1, -(-len(tiles) // columns))
+    sheet = Image.new("RGB", (columns * tw, rows * (th + 14)), (40, 40, 40))
+    draw = ImageDraw.Draw(sheet)
+    for n, (im, label) in enumerate(tiles):
+        x, y = (n % columns) * tw, (n // columns) * (th + 14)
+        im.thumbnail((tw, th))
+        sheet.paste(im, (x + (tw - im.width) // 2, y))
+        draw.text((x + 2, y + th + 1), label[:24], fill=(230, 230, 230))
+    return sheet
+
+
+def contact_sheet(workdir: Workdir, out_dir: Path, limit: int = 200) -> None:
+    """crops-sheet.png (the first `limit` crops of the table) and overlays-sheet.png (annotated sources)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(workdir.crops_table, columns=["crop_id", "file", "scale"]).slice(0, limit).to_pylist()
+    tiles = []
+    for row in table:
+        with Image.open(workdir.root / row["file"]) as im:
+            tiles.append((im.convert("RGB"), f"{row['crop_id']} x{row['scale']:.2f}"))
+    buf = io.BytesIO()
+    _grid(tiles, (128, 256), 12).save(buf, "PNG", compress_level=3)
+    write_bytes(out_dir / "crops-sheet.png", buf.getvalue())
+
+    tiles = []
+    for p in sorted((out_dir / "images").glob("*.jpg"))[:limit]:
+        with Image.open(p) as im:
+            tiles.append((im.convert("RGB"), p.stem))
+    buf = io.BytesIO()
+    _grid(tiles, (256, 256), 8).save(buf, "PNG", compress_level=3)
+    write_bytes(out_dir / "overlays-sheet.png", buf.getvalue())

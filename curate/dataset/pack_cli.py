@@ -1,0 +1,85 @@
+"""`curate pack`: the thin command over curate.dataset.pack (parse, validate once, run, summarise)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from curate.dataset import schema as R
+from curate.dataset.pack import LabelSpec, PackConfig, PackError, run_pack, summary_line
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)", value.strip().lower())
+    if not m or not (R.is_power_of_two(int(m[1])) and R.is_power_of_two(int(m[2]))):
+        raise click.BadParameter(f"{value!r} is not HEIGHTxWIDTH in powers of two, e.g. 4x2 or 8x4")
+    return int(m[1]), int(m[2])
+
+
+def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> LabelSpec | None:
+    if value is None:
+        return None
+    try:
+        return LabelSpec.parse(value.strip())
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command("pack", context_settings={"max_content_width": 100})
+@click.argument("workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DATASET_DIR",
+              help="Output folder: <NAME>-r<NN>.tfrecords per level, dataset.json, optional labels.")
+@click.option("--name", default="portraits", show_default=True, metavar="NAME", help="File name prefix.")
+@click.option("--seed", type=int, default=R.SEED, show_default=True, metavar="N",
+              help="Shuffle seed (NVlabs used 123); every level file has the same order.")
+@click.option("--min-size", default="4x2", show_default=True, callback=_size, metavar="HxW",
+              help="Smallest level; levels halve from the crop size down to this.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Split each level into files of N records: <NAME>-r<NN>-<i>-of-<n>.tfrecords  [default: one file]")
+@click.option("--labels", callback=_labels, metavar="scores|tags:A,B",
+              help="Also write <NAME>-rxx.labels (float32 [N, D]): 'scores' = person and rating probabilities "
+                   "from scores.parquet; 'tags:1girl,smile' = 1/0 per tag (needs --posts).")
+@click.option("--posts", type=click.Path(dir_okay=False, path_type=Path), metavar="FILTERED.parquet",
+              help="The table `curate filter` wrote, for tag labels (joined on the crops' post_id).")
+@click.option("--overwrite", is_flag=True, help="Replace a different dataset already in DATASET_DIR.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1024, show_default=True, metavar="N",
+              help="Crops between resume points (a killed pack restarts from the last one).")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes decoding crops and building levels  [default: one per core]")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def pack_command(workdir, out, name, seed, min_size, shard_size, labels, posts, overwrite, checkpoint_every,
+                 workers, progress):
+    """Pack the crops of WORKDIR that survived scoring and review into multi-resolution TFRecords.
+
+    Writes one file per level, from the crop size (512x256) down to --min-size, in the NVlabs
+    StyleGAN layout (shape = int64 [C, H, W], data = raw uint8 CHW, no compression); each level is
+    the 2x2 float32 box average of the one above, rounded as NVlabs does. The order is shuffled
+    with --seed and is the same in every file. dataset.json records counts, sizes, the inputs'
+    hashes and the sha256 of every file. A killed pack resumes from its last checkpoint; a rerun
+    with the same inputs changes nothing. Check the result with `curate inspect DATASET_DIR`.
+
+    \b
+    Examples:
+      curate pack work --out datasets/portraits
+      curate pack work --out datasets/portraits --shard-size 10000 --labels scores
+      curate pack work --out ds --labels tags:1girl,blonde_hair,smile --posts work/filtered.parquet
+      curate pack work --out ds-8x4 --min-size 8x4 --name faces
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*", name) or re.search(r"-r\d\d$", name):
+        raise click.BadParameter(f"{name!r}: use letters, digits, '_', '.', '-'", param_hint="--name")
+    if posts is not None and not posts.is_file():
+        raise click.BadParameter(f"{posts} does not exist", param_hint="--posts")
+    if posts is not None and (labels is None or labels.kind != "tags"):
+        raise click.BadParameter("--posts is only used with --labels tags:...", param_hint="--posts")
+    if not workdir.is_dir():
+        raise click.BadParameter(f"{workdir} is not a folder; give the workdir `curate crop` wrote", param_hint="WORKDIR")
+    config = PackConfig(name=name, seed=seed, min_size=min_size, shard_size=shard_size, labels=labels,
+                        posts=str(posts.resolve()) if posts else None)
+    try:
+        stats = run_pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
+                         checkpoint_every=checkpoint_every)
+    except PackError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(summary_line(stats, out))

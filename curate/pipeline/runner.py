@@ -1,0 +1,267 @@
+"""`curate run`: run the stages named in a pipeline file, rerunning only what changed.
+
+A pipeline file (TOML, in pipelines/) names an input, a workdir and each stage's options, spelled as
+that stage's command-line options (`min_favs = 10` is `--min-favs 10`). Every stage runs through its
+real click command, so a pipeline can do nothing a user could not do by hand, and option checks and
+messages are the same.
+
+A stage's fingerprint covers its resolved options, the fingerprints of the stages before it and,
+for the first stage, the input files' names, sizes and modification times. The workdir's
+pipeline.state.json records the fingerprint of every finished stage: a rerun skips a stage whose
+fingerprint and outputs are unchanged, and a changed stage reruns along with every stage after it
+(their fingerprints include its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from curate import __version__
+from curate.core.atomic import write_json
+
+
+class PipelineError(Exception):
+    """A pipeline file or request that cannot run: a one-line user error."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How the runner drives one stage: its command, the arguments it derives, what it produces."""
+
+    name: str
+    command: str  # "module:attribute" of the click command
+    args: Callable[["Pipeline"], list[str]]  # positional arguments and path options
+    outputs: Callable[["Pipeline"], list[Path]]
+    inputs: Callable[["Pipeline"], list[Path]] = lambda p: []  # fingerprinted by name, size, mtime
+
+
+def _input_root(p: "Pipeline") -> Path:
+    return p.fetch_root if "fetch" in p.stages else p.input
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in [
+        StageSpec("fetch", "curate.fetch.cli:fetch_command",
+                  args=lambda p: [str(p.fetch_root), "--no-progress"] if not p.progress else [str(p.fetch_root)],
+                  outputs=lambda p: [p.fetch_root / "fetch.stats.json"]),
+        StageSpec("filter", "curate.filter.cli:filter_command",
+                  args=lambda p: [str(_input_root(p)), "--dataset-root", str(_input_root(p)),
+                                  "--out", str(p.workdir / "filtered.parquet")],
+                  outputs=lambda p: [p.workdir / "filtered.parquet", p.workdir / "filtered.stats.json"],
+                  inputs=lambda p: [] if "fetch" in p.stages else [p.input]),
+        StageSpec("crop", "curate.crop.cli:crop_command",
+                  args=lambda p: ([str(p.workdir / "filtered.parquet"), "--dataset-root", str(_input_root(p))]
+                                  if "filter" in p.stages else [str(p.input)])  # no filter: a plain folder
+                  + ["--out", str(p.workdir)],
+                  outputs=lambda p: [p.workdir / "crops.parquet"],
+                  inputs=lambda p: [] if "filter" in p.stages else [p.input]),
+        StageSpec("score", "curate.score.cli:score_command",
+                  args=lambda p: [str(p.workdir)],
+                  outputs=lambda p: [p.workdir / "scores.parquet"]),
+        StageSpec("pack", "curate.dataset.pack_cli:pack_command",
+                  # the dataset folder belongs to the pipeline: a rerun replaces what an earlier run packed
+                  args=lambda p: [str(p.workdir), "--out", str(p.dataset_dir), "--overwrite"],
+                  outputs=lambda p: [p.dataset_dir / "dataset.json"],
+                  inputs=lambda p: [p.workdir / "review.sqlite"]),  # review decisions change what pack keeps
+    ]
+}
+ORDER = list(STAGES)
+
+
+@dataclass
+class Pipeline:
+    """A parsed pipeline file with overrides applied; paths resolved against the working directory."""
+
+    name: str
+    source: Path
+    input: Path
+    workdir: Path
+    stages: dict[str, dict[str, Any]]  # stage -> options, in run order
+    description: str = ""
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fetch_root(self) -> Path:
+        return self.input
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.workdir / "dataset"
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / "pipeline.state.json"
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand(text: str) -> str:
+    """${NAME} and ${NAME:-default} from the environment, as a shell would."""
+    def sub(m: re.Match) -> str:
+        value = os.environ.get(m.group(1))
+        if value:
+            return value
+        if m.group(2) is not None:
+            return m.group(2)
+        raise PipelineError(f"the pipeline needs ${{{m.group(1)}}}: set it, e.g. {m.group(1)}=/path/to/data")
+    return _VAR.sub(sub, text)
+
+
+def resolve(name_or_path: str, search: Path | None = None) -> Path:
+    """A pipeline given by path, or by name from pipelines/ (beside the package or in the cwd)."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" and p.is_file():
+        return p
+    folders = [search] if search else [Path.cwd() / "pipelines", Path(__file__).resolve().parents[2] / "pipelines"]
+    for folder in folders:
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({f.stem for folder in folders if folder.is_dir() for f in folder.glob("*.toml")})
+    raise PipelineError(f"no pipeline {name_or_path!r}; known: {', '.join(known) or 'none'} (or give a .toml path)")
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as TOML would read it (10, 0.5, true, "x"), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load(path: Path, overrides: list[str] = (), progress: bool = True) -> Pipeline:
+    """Parse a pipeline file and apply `stage.option=value` overrides."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise PipelineError(f"{path}: not valid TOML ({e})") from None
+    for key in ("input", "workdir"):
+        if key not in doc:
+            raise PipelineError(f"{path}: needs a top-level {key} = \"...\"")
+    stages = {name: dict(doc[name]) for name in ORDER if isinstance(doc.get(name), dict)}
+    unknown = [k for k, v in doc.items() if isinstance(v, dict) and k not in STAGES]
+    if unknown:
+        raise PipelineError(f"{path}: unknown stage [{unknown[0]}]; stages are {', '.join(ORDER)}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        stage, dot, option = key.partition(".")
+        if not sep or not dot or stage not in STAGES:
+            raise PipelineError(f"--set {item!r}: write stage.option=value, e.g. --set filter.min_favs=20")
+        stages.setdefault(stage, {})[option.replace("-", "_")] = parse_value(value)
+    stages = {name: stages[name] for name in ORDER if name in stages}
+    return Pipeline(
+        name=str(doc.get("name", path.stem)), source=path, input=Path(_expand(str(doc["input"]))),
+        workdir=Path(_expand(str(doc["workdir"]))), stages=stages, description=str(doc.get("description", "")),
+        progress=progress,
+    )
+
+
+def _command(spec: StageSpec) -> click.Command:
+    module, attr = spec.command.split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        raise PipelineError(f"stage {spec.name!r} is not available in this version of curate") from None
+
+
+def option_args(command: click.Command, stage: str, options: dict[str, Any]) -> list[str]:
+    """Options from a pipeline table as command-line arguments for the stage's command."""
+    params = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    out: list[str] = []
+    for key, value in options.items():
+        param = params.get(key)
+        if param is None:
+            raise PipelineError(f"[{stage}] has no option {key!r} (see 'curate {stage} --help')")
+        if param.is_flag:
+            if value:
+                out.append(param.opts[0])
+            elif param.secondary_opts:
+                out.append(param.secondary_opts[0])
+        elif isinstance(value, list):
+            out += [param.opts[0], ",".join(map(str, value))]
+        else:
+            out += [param.opts[0], str(value)]
+    return out
+
+
+def _file_facts(path: Path) -> list[Any]:
+    if not path.exists():
+        return [str(path), None]
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    if path.is_dir() and (path / "metadata").is_dir():
+        files = sorted(f for f in (path / "metadata").rglob("*") if f.is_file())  # a dump: its metadata
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def plan(p: Pipeline, start: str | None = None, stop: str | None = None) -> list[dict[str, Any]]:
+    """What `run` would do, stage by stage: action ('run' or 'skip'), why, and the argv."""
+    for name in (start, stop):
+        if name is not None and name not in p.stages:
+            raise PipelineError(f"{name!r} is not a stage of {p.name} (it has: {', '.join(p.stages)})")
+    state = json.loads(p.state_file.read_text()) if p.state_file.exists() else {}
+    names = list(p.stages)
+    first = names.index(start) if start else 0
+    last = names.index(stop) if stop else len(names) - 1
+    steps, upstream, changed = [], "", False
+    for i, name in enumerate(names):
+        spec = STAGES[name]
+        argv = spec.args(p) + option_args(_command(spec), name, p.stages[name])
+        facts = [_file_facts(f) for f in spec.inputs(p)]
+        fingerprint = hashlib.sha256(json.dumps([name, argv, facts, upstream, __version__]).encode()).hexdigest()[:16]
+        upstream = fingerprint
+        recorded = state.get(name, {}).get("fingerprint")
+        if i < first or i > last:
+            action, why = "skip", "not selected"
+        elif i == first and start:
+            action, why = "run", "--from"
+        elif recorded is None:
+            action, why = "run", "not run yet"
+        elif recorded != fingerprint:
+            action, why = "run", "inputs or options changed" if not changed else "an earlier stage reran"
+        elif not all(o.exists() for o in spec.outputs(p)):
+            action, why = "run", "outputs missing"
+        else:
+            action, why = "skip", "unchanged"
+        changed = changed or action == "run"
+        steps.append({"stage": name, "action": action, "why": why, "argv": argv, "fingerprint": fingerprint})
+    return steps
+
+
+def run(p: Pipeline, start: str | None = None, stop: str | None = None,
+        echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Print the plan, then run the stages that need it, recording each finished one."""
+    steps = plan(p, start, stop)
+    echo(f"pipeline {p.name} ({p.source}): input {p.input}, workdir {p.workdir}")
+    for s in steps:
+        echo(f"  {s['action']:4s} {s['stage']:7s} {s['why']:26s} curate {s['stage']} {' '.join(s['argv'])}")
+    if not any(s["action"] == "run" for s in steps):
+        echo("nothing to do: every stage is up to date")
+        return steps
+    p.workdir.mkdir(parents=True, exist_ok=True)
+    state = json.loads(p.state_file.read_text()) if p.state_file.exists() else {}
+    for s in steps:
+        if s["action"] != "run":
+            continue
+        state.pop(s["stage"], None)  # not finished until it says so
+        write_json(p.state_file, state)
+        echo(f"== {s['stage']}")
+        t0 = time.perf_counter()
+        _command(STAGES[s["stage"]]).main(args=s["argv"], prog_name=f"curate {s['stage']}", standalone_mode=False)
+        state[s["stage"]] = {"fingerprint": s["fingerprint"], "seconds": round(time.perf_counter() - t0, 2),
+                             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json(p.state_file, state)
+    return steps

@@ -1,0 +1,274 @@
+"""`curate report`: one self-contained HTML page showing what every stage did to the data.
+
+Reads whatever the workdir holds (filter, crop, score and pack stats, the tables, the review log), so
+a report of a half-run pipeline shows the stages that ran. The page has the funnel (counts and the
+reasons things were removed), plots made with matplotlib (face sizes, scores, tag frequencies, source
+resolutions) and sample grids of kept crops and of rejects per reason. Pictures are embedded as data
+URIs: the file can be mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from curate import __version__
+from curate.core.atomic import write_bytes
+from curate.core.workdir import Workdir, latest_decisions, surviving_crops
+
+THUMB = (128, 64)  # height, width: a 512x256 crop at a quarter
+
+
+@dataclass
+class Step:
+    """One row of the funnel: what remained after a stage, and why the rest went."""
+
+    stage: str
+    label: str
+    count: int
+    removed: dict[str, int] = field(default_factory=dict)
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def gather(wd: Workdir, filtered: Path | None = None) -> dict[str, Any]:
+    """Every stats file and table the workdir holds (None where a stage has not run)."""
+    filtered = filtered or wd.root / "filtered.parquet"
+    return {
+        "filter": _json(filtered.with_name(filtered.name.removesuffix(".parquet") + ".stats.json")),
+        "filtered_table": filtered if filtered.exists() else None,
+        "crop": _json(wd.root / "crops.stats.json"),
+        "score": _json(wd.root / "scores.stats.json"),
+        "pack": _json(wd.root / "dataset" / "dataset.json"),
+        "decisions": latest_decisions(wd.review_db),
+    }
+
+
+def funnel(info: dict[str, Any], wd: Workdir) -> list[Step]:
+    """The funnel from metadata lines to packed records, as far as the stages have run."""
+    steps: list[Step] = []
+    f = info["filter"]
+    if f:
+        steps.append(Step("filter", "posts in the metadata", f["posts"],
+                          {"bad lines": f["bad_lines"]} if f["bad_lines"] else {}))
+        steps.append(Step("filter", "posts kept by the filter", f["kept"], dict(f["removed"])))
+    c = info["crop"]
+    if c:
+        removed = dict(c.get("decode_failures", {}))
+        if c.get("no_face"):
+            removed["no face"] = c["no_face"]
+        steps.append(Step("crop", "images with a face", c["images_with_faces"], removed))
+        rejected = {k: v for k, v in c.get("rejected_faces", {}).items() if v}
+        if c.get("over_max_faces"):
+            rejected["over --max-faces"] = c["over_max_faces"]
+        steps.append(Step("crop", "portrait crops", c["crops"], rejected))
+    s = info["score"]
+    if s:
+        steps.append(Step("score", f"crops kept by the {s['scorer']} scorer", s["kept"], dict(s.get("rejected", {}))))
+    if wd.crops_table.exists():
+        _, counts = surviving_crops(wd)
+        if counts.get("removed_by_review"):
+            steps.append(Step("review", "crops not rejected in review", counts["surviving"],
+                              {"rejected by a person": counts["removed_by_review"]}))
+    p = info["pack"]
+    if p:
+        skipped = p.get("source", {}).get("skipped", {})
+        steps.append(Step("pack", "records in the dataset", p["count"], dict(skipped)))
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------------
+# pictures
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def _figure_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return _png_uri(buf.getvalue())
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_funnel(steps: list[Step]) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(steps) + 0.8))
+    labels = [f"{s.stage}: {s.label}" for s in steps][::-1]
+    counts = [s.count for s in steps][::-1]
+    ax.barh(labels, counts, color="#4C78A8")
+    for y, v in enumerate(counts):
+        ax.text(v, y, f" {v:,}", va="center", fontsize=9)
+    if max(counts) > 100 * max(1, min(counts)):  # a log axis only where counts span orders of magnitude
+        ax.set_xscale("symlog")
+        ax.set_xlabel("count (log scale)")
+    else:
+        ax.set_xlabel("count")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _figure_uri(fig)
+
+
+def plot_histogram(values: np.ndarray, title: str, xlabel: str, bins: int = 40) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(values, bins=bins, color="#54A24B")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _figure_uri(fig)
+
+
+def plot_tags(counter: Counter, title: str, n: int = 25) -> str:
+    plt = _plt()
+    top = counter.most_common(n)[::-1]
+    fig, ax = plt.subplots(figsize=(5, 0.22 * len(top) + 0.8))
+    ax.barh([t for t, _ in top], [c for _, c in top], color="#F58518")
+    ax.set_title(title)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _figure_uri(fig)
+
+
+def plot_resolutions(width: np.ndarray, height: np.ndarray) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.scatter(width, height, s=6, alpha=0.5, color="#B279A2")
+    ax.set_xlabel("source width (px)")
+    ax.set_ylabel("source height (px)")
+    ax.set_title("source resolutions")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _figure_uri(fig)
+
+
+def contact_sheet(files: list[Path], columns: int = 12) -> str | None:
+    """A grid of crop thumbnails as a PNG data URI (unreadable files show as grey tiles)."""
+    if not files:
+        return None
+    h, w = THUMB
+    rows = -(-len(files) // columns)
+    sheet = Image.new("RGB", (columns * (w + 4) + 4, rows * (h + 4) + 4), (245, 245, 245))
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                tile = im.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
+        except (OSError, ValueError):
+            tile = Image.new("RGB", (w, h), (160, 160, 160))
+        sheet.paste(tile, (4 + (i % columns) * (w + 4), 4 + (i // columns) * (h + 4)))
+    buf = io.BytesIO()
+    sheet.save(buf, "PNG", optimize=True)
+    return _png_uri(buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------------
+# the page
+
+def build(workdir: str | Path, out: str | Path | None = None, samples: int = 36, filtered: Path | None = None) -> Path:
+    """Write the report for `workdir` (default WORKDIR/report.html) and return its path."""
+    wd = Workdir(workdir)
+    out = Path(out) if out else wd.root / "report.html"
+    info = gather(wd, filtered)
+    steps = funnel(info, wd)
+    figures: list[tuple[str, str]] = []
+    grids: list[tuple[str, str, int]] = []
+
+    if steps:
+        figures.append(("The funnel", plot_funnel(steps)))
+    crops = pq.read_table(wd.crops_table).to_pandas() if wd.crops_table.exists() else None
+    if crops is not None and len(crops):
+        figures.append(("Face sizes", plot_histogram(crops["face_h"].to_numpy(), "detected face height", "px in the source")))
+        figures.append(("Source resolutions", plot_resolutions(crops["source_width"].to_numpy(), crops["source_height"].to_numpy())))
+    elif info["filtered_table"] is not None:
+        t = pq.read_table(info["filtered_table"], columns=["width", "height"]).to_pandas()
+        if len(t):
+            figures.append(("Source resolutions", plot_resolutions(t["width"].to_numpy(), t["height"].to_numpy())))
+    scores = pq.read_table(wd.scores_table).to_pandas() if wd.scores_table.exists() else None
+    if scores is not None and scores["person"].notna().any():
+        figures.append(("Person scores", plot_histogram(scores["person"].dropna().to_numpy(), "person probability", "illustration2vec")))
+    if info["filtered_table"] is not None:
+        tags = pq.read_table(info["filtered_table"], columns=["tags_general"]).column("tags_general").to_pylist()
+        counter = Counter(t for row in tags for t in row)
+        if counter:
+            figures.append(("Tags of kept posts", plot_tags(counter, "most frequent general tags")))
+
+    if crops is not None and len(crops):
+        kept, _ = surviving_crops(wd)
+        files = [wd.root / f for f in kept.column("file").to_pylist()[:samples]]
+        grids.append(("Kept crops", contact_sheet(files) or "", kept.num_rows))
+        by_id = dict(zip(crops["crop_id"], crops["file"]))
+        if scores is not None:
+            for reason, group in scores[~scores["kept"]].groupby("reason"):
+                files = [wd.root / by_id[c] for c in group["crop_id"][:samples // 2] if c in by_id]
+                grids.append((f"Rejected by score: {reason}", contact_sheet(files) or "", len(group)))
+        rejected = [c for c, s in info["decisions"].items() if s == "rejected" and c in by_id]
+        if rejected:
+            files = [wd.root / by_id[c] for c in rejected[:samples // 2]]
+            grids.append(("Rejected in review", contact_sheet(files) or "", len(rejected)))
+
+    write_bytes(out, _page(wd, steps, figures, grids, info).encode())
+    return out
+
+
+_CSS = """
+body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.meta{color:#666} table{border-collapse:collapse;margin:.6rem 0} td,th{padding:.25rem .7rem;text-align:left}
+th{background:#f3f3f3} td.n{text-align:right;font-variant-numeric:tabular-nums} .why{color:#666;font-size:.9em}
+.figs{display:flex;flex-wrap:wrap;gap:1rem} figure{margin:0} figcaption{font-weight:600;margin-bottom:.3rem}
+img{max-width:100%} .grid img{border:1px solid #ddd}
+"""
+
+
+def _page(wd: Workdir, steps: list[Step], figures, grids, info) -> str:
+    e = html.escape
+    rows = []
+    for s in steps:
+        why = ", ".join(f"{k} {v:,}" for k, v in sorted(s.removed.items(), key=lambda kv: -kv[1]) if v)
+        rows.append(f"<tr><td>{e(s.stage)}</td><td>{e(s.label)}</td><td class=n>{s.count:,}</td>"
+                    f"<td class=why>{e(why) or '&nbsp;'}</td></tr>")
+    scorer = info["score"]["scorer"] if info["score"] else None
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>curate report: {e(wd.root.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>curate report: {e(str(wd.root))}</h1>",
+        f"<p class=meta>curate {__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        + (f"; scored by <b>{e(scorer)}</b>" if scorer else "") + "</p>",
+        "<h2>Funnel</h2>",
+        "<table><tr><th>stage</th><th>what remains</th><th>count</th><th>removed, by reason</th></tr>"
+        + "".join(rows) + "</table>" if rows else "<p>No stage has run in this workdir yet.</p>",
+    ]
+    if figures:
+        parts.append("<h2>Plots</h2><div class=figs>")
+        parts += [f"<figure><figcaption>{e(t)}</figcaption><img alt='{e(t)}' src='{uri}'></figure>" for t, uri in figures]
+        parts.append("</div>")
+    if grids:
+        parts.append("<h2>Samples</h2>")
+        for title, uri, n in grids:
+            parts.append(f"<h3>{e(title)} <span class=meta>({n:,})</span></h3>"
+                         + (f"<div class=grid><img alt='{e(title)}' src='{uri}'></div>" if uri else "<p>none</p>"))
+    parts.append("</body></html>")
+    return "\n".join(parts)

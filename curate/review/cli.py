@@ -1,0 +1,213 @@
+"""`curate review`: the grid server, the decision export and the contact sheet (thin over curate.review.session)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import json
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from curate.review.session import SORTS, ReviewInputError
+from curate.core.workdir import REVIEW_STATUSES, Workdir
+
+_WORKDIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def _load_index(workdir: Workdir):
+    from curate.review.session import load_index
+
+    try:
+        return load_index(workdir)
+    except ReviewInputError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost'."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0 = any free one); UsageError when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must be named: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and
+    # without it every keep-alive response waits ~40 ms (Nagle against the browser's delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise click.UsageError(f"cannot listen on {host}:{port} ({e.strerror}); pick another with --port N (0 = any free port)") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@click.group("review", context_settings={"max_content_width": 100})
+def review_group() -> None:
+    """Review crops by hand: a browser grid, an export of the decisions, a contact sheet.
+
+    Decisions go to WORKDIR/review.sqlite (every decision a new row, undo too); `curate pack`
+    leaves out crops whose latest decision is 'rejected'. Nothing is ever deleted from disk.
+
+    \b
+    Examples:
+      curate review grid work                       # then open the printed URL
+      curate review export work --format csv --out decisions.csv
+      curate review sheet work --status rejected --out rejected.png
+    """
+
+
+@review_group.command("grid")
+@click.argument("workdir", type=_WORKDIR)
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=8765, show_default=True, metavar="N",
+              help="Port to listen on (0 = any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDR",
+              help="Address to listen on. Anything but loopback exposes your decisions to the network.")
+@click.option("--per-page", type=click.IntRange(1, 1000), default=200, show_default=True, metavar="N",
+              help="Crops per page (the page can change it).")
+def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
+    """Serve the review grid for WORKDIR on a local web page and print its URL.
+
+    Crops are shown most doubtful first (lowest person score). Keys: arrows move, x rejects
+    (again: back to pending), a accepts every pending crop on the page, u undoes, n/p change
+    page, ? lists the keys. Each decision is committed before the page shows it.
+
+    \b
+    Examples:
+      curate review grid work
+      curate review grid work --port 0              # any free port
+      curate review grid work --host 0.0.0.0        # reachable from other machines (warns)
+    """
+    import uvicorn
+
+    from curate.review.session import ReviewSession
+    from curate.review.app import create_app
+
+    wd = Workdir(workdir)
+    index = _load_index(wd)
+    loopback = is_loopback(host)
+    sock = bind_socket(host, port)
+    session = ReviewSession(wd, index)
+    allowed = {"127.0.0.1", "localhost", "::1", host} if loopback else None
+    app = create_app(session, allowed_hosts=allowed, per_page=per_page)
+    if not loopback:
+        click.echo(f"review: warning: listening on {host}, not loopback: anyone who can reach this machine "
+                   "can see the crops and change decisions", err=True)
+    bound = sock.getsockname()[1]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "localhost") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    c = session.counts()
+    dup = f"; {index.duplicates:,} duplicate crop ids ignored" if index.duplicates else ""
+    click.echo(f"review: {c['total']:,} crops ({c['pending']:,} pending, {c['accepted']:,} accepted, "
+               f"{c['rejected']:,} rejected{dup})")
+    click.echo(f"review: open http://{shown}:{bound}/   (Ctrl+C to stop)", nl=True)
+    sys.stdout.flush()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        c = session.counts()
+        session.close()
+        click.echo(f"review: {c['total']:,} crops: {c['accepted']:,} accepted, {c['rejected']:,} rejected, "
+                   f"{c['pending']:,} pending -> {wd.review_db}")
+
+
+@review_group.command("export")
+@click.argument("workdir", type=_WORKDIR)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
+              help="Output format.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Write here (atomically)  [default: standard output]")
+@click.option("--history", is_flag=True, help="Every decision row (undos included), not only each crop's latest.")
+@click.option("--status", type=click.Choice(REVIEW_STATUSES), default=None, help="Only rows with this status.")
+def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, status: str | None) -> None:
+    """Write the review decisions of WORKDIR as CSV or JSON.
+
+    One row per decided crop (its latest decision: crop_id, status, decided_at, origin, number of
+    decisions, post_id, file), or with --history every row of the log (seq, crop_id, status,
+    decided_at, origin, post_id, file). Crops never decided are pending and not listed.
+
+    \b
+    Examples:
+      curate review export work --format csv --out decisions.csv
+      curate review export work --format json --status rejected
+      curate review export work --history --format json --out history.json
+    """
+    from curate.core.atomic import write_bytes
+    from curate.review.session import export_rows
+
+    wd = Workdir(workdir)
+    rows = export_rows(wd, history=history, status=status)
+    if fmt == "json":
+        text = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
+    else:
+        fields = (["seq"] if history else []) + ["crop_id", "status", "decided_at", "origin"] + \
+                 ([] if history else ["decisions"]) + ["post_id", "file"]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        text = buf.getvalue()
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        write_bytes(out, text.encode())
+    what = "decision rows" if history else "decided crops"
+    click.echo(f"review export: {len(rows):,} {what} -> {out or 'stdout'}", err=out is None)
+
+
+@review_group.command("sheet")
+@click.argument("workdir", type=_WORKDIR)
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="SHEET.png",
+              help="The contact sheet to write (PNG).")
+@click.option("--status", type=click.Choice(REVIEW_STATUSES), default="rejected", show_default=True,
+              help="Show crops whose current status is this.")
+@click.option("--reason", default=None, metavar="LABEL",
+              help="Only crops with this score label (a score reject reason, 'kept' or 'unscored').")
+@click.option("--sort", type=click.Choice(list(SORTS)), default="score", show_default=True, help="Order of the tiles.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
+              help="At most this many crops.")
+@click.option("--columns", type=click.IntRange(1, 200), default=20, show_default=True, metavar="N",
+              help="Tiles per row.")
+@click.option("--tile-width", type=click.IntRange(16, 256), default=64, show_default=True, metavar="PX",
+              help="Tile width in pixels (height is twice that).")
+def sheet_command(workdir: Path, out: Path, status: str, reason: str | None, sort: str, limit: int,
+                  columns: int, tile_width: int) -> None:
+    """Write a contact sheet (PNG) of the crops with a given review status.
+
+    \b
+    Examples:
+      curate review sheet work --status rejected --out rejected.png
+      curate review sheet work --status pending --reason low_person --limit 200 --out doubtful.png
+    """
+    from curate.core.atomic import atomic_path
+    from curate.review.session import ThumbnailCache, contact_sheet, rows_with_status, status_array
+
+    wd = Workdir(workdir)
+    index = _load_index(wd)
+    if reason is not None and reason not in index.label_names:
+        raise click.BadParameter(f"{reason!r} is not a score label here; use one of {', '.join(index.label_names)}",
+                                 param_hint="--reason")
+    rows = rows_with_status(index, status_array(index, wd), status, reason, sort)
+    shown = rows[:limit]
+    if not shown:
+        click.echo(f"review sheet: no crop is {status}; nothing written")
+        return
+    sheet, problems = contact_sheet(ThumbnailCache(wd, index), shown, columns=columns, tile_width=tile_width)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, "PNG")
+    bad = "".join(f", {n} {why}" for why, n in problems.items())
+    click.echo(f"review sheet: {len(shown):,} of {len(rows):,} {status} crops{bad} -> {out} "
+               f"({sheet.width}x{sheet.height})")

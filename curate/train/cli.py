@@ -1,0 +1,124 @@
+"""`curate train` and `curate generate`: thin commands over curate.train.loop (parse, validate once, run, summarise)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from curate.train.stylegan.config import CONFIGS, parse_set, replace
+
+
+def _sets(values: tuple[str, ...]) -> dict:
+    try:
+        return parse_set(list(values))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from None
+
+
+@click.command("train", context_settings={"max_content_width": 100})
+@click.argument("dataset_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--config", "config_name", type=click.Choice(sorted(CONFIGS)), default="smoke", show_default=True,
+              help="Named configuration: 'smoke' (CPU, tiny, minutes) or a full-size GPU one.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting (repeatable), e.g. --set total_kimg=12000 --set 'minibatch={\"256\": 16}'.")
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              metavar="DIR", help="Where numbered run folders are created.")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), metavar="RUN",
+              help="Continue a run folder from its latest checkpoint (only run-length and metric settings may change).")
+@click.option("--show-config", is_flag=True, help="Print the resolved configuration as JSON and exit.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config, progress):
+    """Train a progressive StyleGAN on the multi-resolution records in DATASET_DIR.
+
+    Grows from 8x4 to the records' full size (or the config's end_height): each level is faded
+    in, then trained stable. Every run gets a new numbered folder under --runs-dir with
+    config.json, stats.jsonl, log.txt, TensorBoard events, a sample grid per tick
+    (fakes<tick>.png) and checkpoints; --resume continues one exactly where it stopped.
+    --show-config lists every setting; --set precision=mixed_float16 (or mixed_bfloat16) trains
+    both networks in 16 bits with float32 weights.
+
+    \b
+    Examples:
+      curate train datasets/portraits                         # the smoke config, minutes on a CPU
+      curate train datasets/portraits --config stylegan-512x256
+      curate train datasets/portraits --config stylegan-512x256 --set total_kimg=12000 --set mirror_augment=false
+      curate train datasets/portraits --config stylegan-512x256 --set precision=mixed_float16   # 16-bit on a GPU
+      curate train --resume runs/00003-stylegan-512x256
+      tensorboard --logdir runs
+    """
+    import json
+
+    from curate.train.loop import TrainError, resume_config, run_training, summary_line
+
+    changes = _sets(sets)
+    try:
+        if resume is not None:
+            config = resume_config(resume, changes)
+        else:
+            if dataset_dir is None:
+                raise click.UsageError("give DATASET_DIR (the folder `curate pack` wrote), or --resume RUN")
+            config = replace(CONFIGS[config_name], **changes)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from None
+    except TrainError as e:
+        raise click.UsageError(str(e)) from None
+    if show_config:
+        click.echo(json.dumps(config.to_json(), indent=2))
+        return
+    try:
+        summary = run_training(config, dataset_dir, runs_dir=runs_dir, resume=resume, echo=click.echo,
+                               progress=progress)
+    except TrainError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(summary_line(summary))
+
+
+def _seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    out: list[int] = []
+    for part in value.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise click.BadParameter(f"{part!r} is not a seed or a range like 3-7")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if hi < lo:
+            raise click.BadParameter(f"{part!r}: the range is backwards")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+@click.command("generate", context_settings={"max_content_width": 100})
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seeds", default="0-7", show_default=True, callback=_seeds, metavar="LIST",
+              help="Latent seeds: numbers and ranges, e.g. 1,5,10-12.")
+@click.option("--truncation", "psi", type=click.FloatRange(0, 2), default=None, metavar="PSI",
+              help="Truncation psi (1 = none)  [default: the run's, 0.7]")
+@click.option("--cutoff", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Truncate only the first N style layers  [default: the run's, 8]")
+@click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
+              help="Interpolation frames between consecutive seeds.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Output folder  [default: RUN/generated]")
+def generate_command(run, seeds, psi, cutoff, steps, out):
+    """Write images from RUN's latest checkpoint (the averaged generator Gs) and an interpolation strip.
+
+    One PNG per seed (seed<NNNN>.png) at the resolution the run has reached, truncated towards
+    the average w (psi 0.7 on the first 8 layers by default), and interpolation.png: a strip
+    moving through the seeds in w space with the noise held fixed.
+
+    \b
+    Examples:
+      curate generate runs/00000-smoke
+      curate generate runs/00003-stylegan-512x256 --seeds 1-16 --truncation 0.5 -o samples
+      curate generate runs/00003-stylegan-512x256 --seeds 4,8,15 --steps 30 --truncation 1
+    """
+    from curate.train.loop import TrainError, generate_images
+
+    try:
+        res = generate_images(run, seeds, out or Path(run) / "generated", psi=psi, cutoff=cutoff, steps=steps)
+    except TrainError as e:
+        raise click.UsageError(str(e)) from None
+    strip = f" + {res['strip']}" if res["strip"] else ""
+    click.echo(f"generate: {len(res['files'])} images at level {res['level']} (alpha {res['alpha']:.2f}, "
+               f"kimg {res['kimg']:.3f}, psi {res['psi']}) -> {out or Path(run) / 'generated'}{strip}")
