@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -154,10 +155,7 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
         return Response(data, media_type="image/jpeg", headers=headers)
 
     async def decide(request: Request) -> Response:
-        problem = same_origin_problem(request)
-        if problem:
-            return _refuse(403, problem)
-        body, refusal = await read_json_body(request)
+        body, refusal = await checked_post(request)
         if refusal:
             return refusal
         if not isinstance(body, dict):
@@ -172,22 +170,24 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
         unknown = [c for c in ids if c not in index.position]
         if unknown:
             return _refuse(404, f"not in the crops table: {', '.join(unknown[:5])}")
-        # Runs in Starlette's thread pool: the SQLite commit (an fsync) must not block the event loop.
-        from starlette.concurrency import run_in_threadpool
-
-        changed = await run_in_threadpool(session.decide, ids, status, origin)
-        return JSONResponse({"changed": changed, "counts": session.counts()})
+        return await changed_response(session.decide, ids, status, origin)
 
     async def undo(request: Request) -> Response:
-        problem = same_origin_problem(request)
-        if problem:
-            return _refuse(403, problem)
-        _, refusal = await read_json_body(request)
+        _, refusal = await checked_post(request)
         if refusal:
             return refusal
-        from starlette.concurrency import run_in_threadpool
+        return await changed_response(session.undo)
 
-        changed = await run_in_threadpool(session.undo)
+    async def checked_post(request: Request) -> tuple[Any, Response | None]:
+        """A POST's JSON body, or the refusal: cross-origin, not JSON, too large."""
+        problem = same_origin_problem(request)
+        if problem:
+            return None, _refuse(403, problem)
+        return await read_json_body(request)
+
+    async def changed_response(change, *args) -> Response:
+        # Starlette's thread pool: the SQLite commit (an fsync) must not block the event loop.
+        changed = await run_in_threadpool(change, *args)
         return JSONResponse({"changed": changed, "counts": session.counts()})
 
     app = Starlette(routes=[
