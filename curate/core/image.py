@@ -118,8 +118,9 @@ def decode_image(source: str | os.PathLike | bytes, max_pixels: int, reduce_to: 
             # From memory: Image.open on a BytesIO decodes exactly as on the file, draft() included.
             with Image.open(io.BytesIO(data)) as im:
                 return _decode_open(im, max_pixels, reduce_to)
-        except UnidentifiedImageError as e:
-            return DecodeFailure("not_an_image", str(e))
+        except UnidentifiedImageError:
+            # Pillow's message names the BytesIO object (an address): a detail must be the same every run.
+            return DecodeFailure("not_an_image", "cannot identify image file")
         except Image.DecompressionBombError as e:
             return DecodeFailure("decompression_bomb", str(e))
         except PermissionError as e:
