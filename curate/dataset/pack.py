@@ -129,7 +129,8 @@ def encode_into(source: str | bytes, sizes: tuple[tuple[int, int], ...], out: np
     img = decode_bgr(source)  # gray/alpha/16-bit -> 8-bit BGR
     name = source if isinstance(source, str) else "crop"
     if isinstance(img, DecodeFailure):
-        return img.reason, f"{name}: {img.detail}" if img.detail and img.reason != "missing_file" else name
+        detail = img.detail if img.detail.startswith(name) else f"{name}: {img.detail}" if img.detail else name
+        return img.reason, detail
     if img.shape[:2] != sizes[0]:
         return "wrong_size", f"{name}: {img.shape[0]}x{img.shape[1]}, expected {sizes[0][0]}x{sizes[0][1]}"
     chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW

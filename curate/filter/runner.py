@@ -46,7 +46,6 @@ from curate.filter.rules import (  # noqa: F401  RULES, FilterRules: re-exported
     _SCALARS,
     BlockResult,
     FilterRules,
-    PostFilter,
     _iso,
     filter_lines,
 )
