@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curate.core.image import Decoded, DecodeFailure, decode_image
+from curate.core.image import DECODE_REASONS, REASONS, Decoded, DecodeFailure, decode_bgr, decode_image
 
 LIMIT = 89_478_485
 
@@ -171,3 +171,25 @@ def test_every_common_mode_gives_rgb(tmp_path, mode):
     fmt = {"CMYK": "JPEG", "F": "TIFF", "I": "TIFF"}.get(mode, "PNG")
     Image.new(mode, (16, 16)).save(tmp_path / f"a.{fmt.lower()}", fmt)
     assert ok(tmp_path / f"a.{fmt.lower()}").image.size == (16, 16)
+
+
+def test_bytes_decode_as_the_file_does_reduced_jpeg_included(tmp_path):
+    rng = np.random.default_rng(1)
+    data = jpeg_bytes(Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)))
+    (tmp_path / "a.jpg").write_bytes(data)
+    for reduce_to in (1.0, 0.25):
+        a, b = ok(tmp_path / "a.jpg", reduce_to=reduce_to), decode_image(data, LIMIT, reduce_to)
+        assert a.source_size == b.source_size and a.image.tobytes() == b.image.tobytes()
+    assert ok(tmp_path / "a.jpg", reduce_to=0.25).image.size == (50, 75)
+    assert decode_image(b"", LIMIT).reason == "empty_file"
+
+
+def test_the_array_reader_uses_the_same_codes(tmp_path):
+    im = Image.fromarray(np.arange(64 * 32 * 3, dtype=np.uint8).reshape(64, 32, 3))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    bgr = decode_bgr(buf.getvalue())
+    assert bgr.shape == (64, 32, 3) and (bgr[..., ::-1] == np.asarray(im)).all()
+    assert decode_bgr(tmp_path / "gone.png").reason == "missing_file"
+    assert decode_bgr(b"hello, world").reason == "not_an_image"
+    assert set(DECODE_REASONS) == set(REASONS) and all(REASONS.values())

@@ -166,7 +166,7 @@ def test_unreadable_and_wrong_size_crops_are_skipped_with_a_reason(tmp_path):
     (wd.root / Workdir.crop_file("107_0")).unlink()
     stats = run_pack(wd.root, tmp_path / "ds", PackConfig(), workers=2, progress=False)
     assert stats["count"] == 5
-    assert stats["source"]["skipped"] == {"unreadable": 1, "wrong_size": 1, "missing_file": 1}
+    assert stats["source"]["skipped"] == {"not_an_image": 1, "wrong_size": 1, "missing_file": 1}  # the reader's codes
     assert {"103_0", "106_0", "107_0"}.isdisjoint(stats["record_crop_ids"])
 
 

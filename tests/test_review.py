@@ -117,7 +117,7 @@ def test_thumbnails_are_cached_per_crop_and_only_inside_the_workdir(tmp_path):
     assert not list((wd.root / ".thumbs").rglob(".*"))  # no temporaries left
 
     (wd.root / index.files[1].as_py()).write_bytes(b"not a png")
-    assert thumbs.get(1) == (None, "unreadable_image")
+    assert thumbs.get(1) == (None, "not_an_image")  # the reader's code (curate.core.image)
     (wd.root / index.files[1].as_py()).unlink()
     assert thumbs.get(1) == (None, "missing_file")
     t = pq.read_table(wd.crops_table).to_pydict()

@@ -67,8 +67,8 @@ def test_real_sample_crops_pass_the_image_checks(sample_root):
 
 def test_unreadable_and_missing_crops_are_data(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"\x89PNG not really")
-    assert inspect_crop(tmp_path / "junk.png").error == "undecodable"
-    assert inspect_crop(tmp_path / "nope.png").error == "missing"
+    assert inspect_crop(tmp_path / "junk.png").error == "not_an_image"  # the reader's codes (curate.core.image)
+    assert inspect_crop(tmp_path / "nope.png").error == "missing_file"
 
 
 def make_workdir(root, n_good=5, extra_bad=True):
@@ -100,9 +100,9 @@ def test_heuristic_stage_writes_the_scores_table_and_says_which_scorer_ran(tmp_p
     assert set(table.column("scorer").to_pylist()) == {"heuristic"}
     assert all(r["person"] is None and r["top_tags"] == [] for r in rows.values())
     assert {k: r["reason"] for k, r in rows.items() if not r["kept"]} == {
-        "bad_flat": "flat", "bad_few_colours": "few_colours", "bad_blurry": "blurry", "gone_0": "unreadable"}
+        "bad_flat": "flat", "bad_few_colours": "few_colours", "bad_blurry": "blurry", "gone_0": "missing_file"}
     assert stats["scorer"] == "heuristic" and "not installed" in stats["scorer_why"]
-    assert stats["rejected"] == {"unreadable": 1, "flat": 1, "few_colours": 1, "blurry": 1}
+    assert stats["rejected"] == {"missing_file": 1, "flat": 1, "few_colours": 1, "blurry": 1}
     saved = json.loads((wd.root / "scores.stats.json").read_text())
     assert saved["scorer"] == "heuristic" and saved["kept"] == 5
     assert summary_line(stats).startswith("score (heuristic scorer): 9 crops -> kept 5")
@@ -168,9 +168,9 @@ def test_auto_takes_illustration2vec_when_installed_and_min_person_decides(tmp_p
     assert all(len(r["top_tags"]) == 10 for r in table if r["person"] is not None)
     assert stats["rejected"].get("no_person", 0) == sum(p < 0.5 for p in persons)
     stats = run_score(wd, ScoreRules(min_person=0.0), scorer="auto", models_root=root, progress=False)
-    assert stats["rejected"] == {"unreadable": 1} and stats["chunks_reused"] == 1
+    assert stats["rejected"] == {"missing_file": 1} and stats["chunks_reused"] == 1
     stats = run_score(wd, ScoreRules(min_person=max(persons) + 1e-6), scorer="auto", models_root=root, progress=False)
-    assert stats["rejected"] == {"unreadable": 1, "no_person": 4}
+    assert stats["rejected"] == {"missing_file": 1, "no_person": 4}
     assert summary_line(stats).startswith("score (illustration2vec scorer)")
 
 

@@ -26,14 +26,19 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int | None = None) -> Iterator[R]:
-    """Yield fn(item) for each item, in order, using `workers` processes (1 = in this process)."""
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int | None = None,
+                start_method: str = "fork") -> Iterator[R]:
+    """Yield fn(item) for each item, in order, using `workers` processes (1 = in this process).
+
+    `start_method` "spawn" starts fresh interpreters: what a test uses to prove `fn` needs nothing
+    inherited through fork.
+    """
     if workers <= 1:
         yield from map(fn, items)
         return
     window = window or 2 * workers
-    # fork: workers inherit the loaded modules, so a task costs only its pickled arguments.
-    ctx = multiprocessing.get_context("fork")
+    # fork (the default): workers inherit the loaded modules, so a task costs only its pickled arguments.
+    ctx = multiprocessing.get_context(start_method)
     ex = ProcessPoolExecutor(workers, mp_context=ctx)
     pending: deque = deque()
     try:

@@ -1,12 +1,14 @@
 """Stage 2, crop: find anime faces and cut a 512x256 (height x width) portrait around each.
 
-`Cropper` is the per-image worker: configured once with a `CropConfig`, called with one `Source`,
-it returns an `ImageResult` (crop rows + reason codes) and never raises for bad input. It decodes
+`Cropper` is the per-image unit: configured once with a `CropConfig`, called with one `Source` and
+the image's bytes, it returns an `ImageResult` (crop rows, each crop's encoded image bytes, reason
+codes) and never raises for bad input; it writes nothing. It decodes
 the image reduced for the detector (faces too small to give a usable crop need not be found, so the
 detector works on a fraction of the pixels), runs the cascade, places a portrait box per face
-(curate.crop.geometry), and only then decodes the full image to cut, resize and save the crops.
+(curate.crop.geometry), and only then decodes the full image to cut, resize and encode the crops.
 
-`run_crop()` maps it over a process pool in order and records finished work in chunks: a chunk's
+`run_crop()` reads each file and maps the unit over a process pool (`_CropAndWrite`: the worker that
+ran the unit writes its crop files and overlay, atomically, so image bytes never cross a pipe) in order and records finished work in chunks: a chunk's
 crop images are written first, then its rows and counts as a part file, atomically. A killed run
 redoes at most the chunks in flight; the final crops.parquet is assembled from the parts in input
 order, so the same input gives byte-identical outputs.
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 from curate import __version__
 from curate.core.atomic import atomic_path, write_bytes, write_json
-from curate.core.image import DECODE_REASONS, Decoded, DecodeFailure, decode_image
+from curate.core.image import DECODE_REASONS, Decoded, DecodeFailure, decode_image, read_bytes
 from curate.crop.geometry import Box, Portrait, min_source_height, portrait_box, scale_box, smallest_useful_face
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import CROPS_SCHEMA, Workdir
@@ -105,7 +107,7 @@ class Face:
 
 @dataclass
 class ImageResult:
-    """What one image gave: crop rows, its own reason (a decode failure or no_face), per-face reasons."""
+    """What one image gave: crop rows and their encoded images, its own reason (a decode failure or no_face), per-face reasons."""
 
     source: str
     reason: str | None = None
@@ -115,6 +117,8 @@ class ImageResult:
     face_reasons: Counter = field(default_factory=Counter)
     over_max_faces: int = 0
     padded: int = 0
+    crops: list[bytes] = field(default_factory=list)  # the encoded crop of each row, in order
+    overlay: bytes | None = None  # the JPEG overlay sheet of this image, when asked for
 
 
 def detect_faces(classifier, gray: np.ndarray, scale_factor: float, min_neighbors: int, min_size: int) -> list[tuple[Box, float]]:
@@ -139,12 +143,11 @@ def detector_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 
 class Cropper:
-    """The per-image worker: Source -> ImageResult. Picklable; the cascade loads lazily per process."""
+    """The per-image unit: (Source, image bytes) -> ImageResult. Picklable; writes nothing; the cascade loads lazily per process."""
 
-    def __init__(self, config: CropConfig, workdir: str | os.PathLike, overlays: str | os.PathLike | None = None):
+    def __init__(self, config: CropConfig, overlays: bool = False):
         self.config = config
-        self.workdir = Path(workdir)
-        self.overlays = Path(overlays) if overlays else None
+        self.overlays = overlays  # also draw each image's overlay (ImageResult.overlay)
         self._classifier = None
         self._pid = None
 
@@ -165,25 +168,24 @@ class Cropper:
             self._pid = os.getpid()
         return self._classifier
 
-    def __call__(self, src: Source) -> ImageResult:
-        """Detect, place and cut every face of one image.
+    def __call__(self, src: Source, data: bytes) -> ImageResult:
+        """Detect, place and cut every face of one image, given its bytes (`src` names it; its path is not read).
 
-        Bad input has its own reason codes (decode.py). Anything else that goes wrong with one image
-        (a file that defeats the decoder in a new way, or a bug) becomes reason `crop_error` with the
-        exception in the detail, so one image never costs the run; the crops it may have written
-        have no row and are swept at the end. The cascade is loaded outside this guard: a broken
-        cascade is the run's problem, not an image's.
+        Bad input has its own reason codes (curate.core.image). Anything else that goes wrong with one
+        image (a file that defeats the decoder in a new way, or a bug) becomes reason `crop_error` with
+        the exception in the detail and no crops, so one image never costs the run. The cascade is
+        loaded outside this guard: a broken cascade is the run's problem, not an image's.
         """
         self.classifier  # noqa: B018
         try:
-            return self._crop(src)
+            return self._crop(src, data)
         except Exception as e:  # noqa: BLE001
             return ImageResult(src.source, reason="crop_error", detail=f"{type(e).__name__}: {e}")
 
-    def _crop(self, src: Source) -> ImageResult:
+    def _crop(self, src: Source, data: bytes) -> ImageResult:
         cfg = self.config
         res = ImageResult(src.source)
-        small = decode_image(src.path, cfg.max_pixels, cfg.detect_reduction)
+        small = decode_image(data, cfg.max_pixels, cfg.detect_reduction)
         if isinstance(small, DecodeFailure):
             res.reason, res.detail = small.reason, small.detail
             return res
@@ -197,7 +199,7 @@ class Cropper:
         res.faces = len(faces)
         if not faces:
             res.reason = "no_face"
-            self._overlay(src, small, faces, [])
+            res.overlay = self._overlay(small, faces, [])
             return res
 
         min_h = min_source_height(cfg.out_height, cfg.max_upscale)
@@ -215,7 +217,7 @@ class Cropper:
             else:
                 accepted += 1
             placed.append((index, face, p))
-        self._overlay(src, small, faces, placed)
+        res.overlay = self._overlay(small, faces, placed)
 
         keep = [(i, f, p) for i, f, p in placed if isinstance(p, Portrait)]
         if not keep:
@@ -223,14 +225,14 @@ class Cropper:
         # Big crops need not the full resolution: the JPEG decoder may scale down (DCT scaling) as
         # long as every crop keeps at least CROP_OVERSAMPLE x the output's pixels before Lanczos.
         reduce_to = min(1.0, max(CROP_OVERSAMPLE * cfg.out_height / p.box.h for _, _, p in keep))
-        full = decode_image(src.path, cfg.max_pixels, reduce_to)
+        full = decode_image(data, cfg.max_pixels, reduce_to)
         if isinstance(full, DecodeFailure):  # the reduced decode worked, so this is rare: a lying file
             res.reason, res.detail = full.reason, full.detail
             return res
         for index, face, p in keep:
             crop_id = f"{src.crop_base}_{index}"
             rel = Workdir.crop_file(crop_id, "jpg" if cfg.fmt == "jpg" else "png")
-            write_bytes(self.workdir / rel, self._encode(self._cut(full, p.box)))
+            res.crops.append(self._encode(self._cut(full, p.box)))
             res.padded += p.padded
             res.rows.append({
                 "crop_id": crop_id, "post_id": src.post_id, "source": src.source, "face_index": index,
@@ -271,12 +273,33 @@ class Cropper:
             image.save(buf, "PNG", compress_level=self.config.png_compression)
         return buf.getvalue()
 
-    def _overlay(self, src: Source, small: Decoded, faces: list[Face], placed: list) -> None:
-        if self.overlays is None:
-            return
+    def _overlay(self, small: Decoded, faces: list[Face], placed: list) -> bytes | None:
+        if not self.overlays:
+            return None
         from curate.crop.overlays import draw_overlay
 
-        write_bytes(self.overlays / "images" / f"{src.crop_base}.jpg", draw_overlay(small, faces, placed))
+        return draw_overlay(small, faces, placed)
+
+
+@dataclass
+class _CropAndWrite:
+    """The local runner's per-image step: read the file, run the unit, write its crops and overlay atomically."""
+
+    cropper: Cropper
+    workdir: Path
+    overlays: Path | None
+
+    def __call__(self, src: Source) -> ImageResult:
+        data = read_bytes(src.path)
+        if isinstance(data, DecodeFailure):
+            return ImageResult(src.source, reason=data.reason, detail=data.detail)
+        res = self.cropper(src, data)
+        for row, crop in zip(res.rows, res.crops):
+            write_bytes(self.workdir / row["file"], crop)
+        if res.overlay is not None and self.overlays is not None:
+            write_bytes(self.overlays / "images" / f"{src.crop_base}.jpg", res.overlay)
+        res.crops, res.overlay = [], None  # written here: the bytes need not travel back to the main process
+        return res
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -388,14 +411,14 @@ def run_crop(
 
     # (OpenCV keeps its own threads: cv2.setNumThreads() in a forked worker deadlocks when the
     # parent had already started OpenCV's pool.)
-    cropper = Cropper(config, wd.root, overlays)
+    worker = _CropAndWrite(Cropper(config, overlays=bool(overlays)), wd.root, Path(overlays) if overlays else None)
     with tqdm(total=len(sources), initial=len(sources) - redo_images, unit="img", desc="crop",
               disable=not progress, dynamic_ncols=True) as bar:
         def stream() -> Iterator[Source]:
             for i in todo:
                 yield from chunks[i]
 
-        results = ordered_map(cropper, stream(), workers)
+        results = ordered_map(worker, stream(), workers)
         for i in todo:
             counts, rows = _new_counts(), []
             for _ in chunks[i]:

@@ -1,9 +1,10 @@
 """Stage 5, pack: surviving crops -> multi-resolution StyleGAN TFRecords (format in curate.dataset.schema).
 
-`encode_into()` is the per-crop function: image file -> one framed record per level, written into a
-buffer (or a reason code); `LevelEncoder` wraps it to return the records as bytes. `run_pack()`
-shuffles the surviving crops with a fixed seed, maps the encoder over a process pool in that order
-(each worker fills a slot of a shared-memory arena, so the records never cross a pipe) and appends
+`encode_into()` is the per-crop function: a crop (path or bytes, read through curate.core.image) ->
+one framed record per level, written into a buffer (or a reason code). `RecordEncoder` is the unit
+other engines call: crop bytes -> the records as bytes. `run_pack()` shuffles the surviving crops
+with a fixed seed, maps encode_into over a process pool in that order (each worker fills a slot of
+a shared-memory arena, so the records never cross a pipe) and appends
 each crop's records to every level file, so all levels hold the same images in the same order.
 
 Resuming: level files grow in a hidden staging folder inside the output (`.pack-staging/`). Every
@@ -21,12 +22,12 @@ import functools
 import hashlib
 import io
 import json
-import mmap
 import os
 import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from curate import __version__
 from curate.dataset import schema as R
 from curate.core.hashing import file_sha256
 from curate.core.atomic import write_bytes, write_json
+from curate.core.image import DecodeFailure, decode_bgr
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import Workdir, surviving_crops
 
@@ -102,38 +104,35 @@ class PackConfig:
 # ---- the per-crop function ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class LevelEncoder:
-    """Configured once with the level sizes; called per crop file: (records per level | None, reason, detail)."""
+class RecordEncoder:
+    """The unit: one crop image (bytes) -> (one framed record per level, None, "") or (None, reason, detail).
+
+    Configured once with the level sizes (schema.level_sizes); picklable; never raises for a bad crop.
+    """
 
     sizes: tuple[tuple[int, int], ...]
 
-    def __call__(self, path: str) -> tuple[list[bytes] | None, str | None, str]:
+    def __call__(self, data: bytes) -> tuple[list[bytes] | None, str | None, str]:
         buf = np.empty(slot_bytes(self.sizes), np.uint8)
-        reason, detail = encode_into(path, self.sizes, buf)
+        reason, detail = encode_into(data, self.sizes, buf)
         if reason is not None:
             return None, reason, detail
         return [bytes(buf[a:b]) for a, b in _offsets(self.sizes)], None, ""
 
 
-def encode_into(path: str, sizes: tuple[tuple[int, int], ...], out: np.ndarray) -> tuple[str | None, str]:
-    """Decode one crop and frame its record for every level into `out`, level after level.
+def encode_into(source: str | bytes, sizes: tuple[tuple[int, int], ...], out: np.ndarray) -> tuple[str | None, str]:
+    """Decode one crop (path or bytes) and frame its record for every level into `out`, level after level.
 
-    Returns (None, "") on success, else (reason code, detail) and `out` is left unspecified.
+    Returns (None, "") on success, else (reason code, detail) and `out` is left unspecified: the
+    reader's codes (curate.core.image.REASONS) or wrong_size.
     """
-    import cv2
-
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return "missing_file", path
-    except OSError as e:
-        return "unreadable", f"{path}: {e.strerror}"
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)  # gray/alpha/16-bit -> 8-bit BGR
-    if img is None:
-        return "unreadable", path
+    img = decode_bgr(source)  # gray/alpha/16-bit -> 8-bit BGR
+    name = source if isinstance(source, str) else "crop"
+    if isinstance(img, DecodeFailure):
+        detail = img.detail if img.detail.startswith(name) else f"{name}: {img.detail}" if img.detail else name
+        return img.reason, detail
     if img.shape[:2] != sizes[0]:
-        return "wrong_size", f"{path}: {img.shape[0]}x{img.shape[1]}, expected {sizes[0][0]}x{sizes[0][1]}"
+        return "wrong_size", f"{name}: {img.shape[0]}x{img.shape[1]}, expected {sizes[0][0]}x{sizes[0][1]}"
     chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
     for (a, b), level in zip(_offsets(sizes), R.pyramid(chw, len(sizes))):
         R.write_record(out[a:b], level)
@@ -155,24 +154,37 @@ def slot_bytes(sizes: tuple[tuple[int, int], ...]) -> int:
     return _offsets(sizes)[-1][1]
 
 
-# Shared-memory arenas by id. An arena is an anonymous shared mapping made before the worker pool
-# forks, so workers inherit it: a worker frames a crop's records into its slot and returns only a
-# reason, and the main process writes and hashes straight from the slot. Records never go through a
-# pipe or pickle (about a third of pack's CPU time when they did).
-_ARENAS: dict[int, Any] = {}
+# The local runner's arena: a named shared-memory block. A worker frames a crop's records into its
+# slot and returns only a reason, and the main process writes and hashes straight from the slot.
+# Records never go through a pipe or pickle (about a third of pack's CPU time when they did). Workers
+# attach by name on first use, so the pool may fork or spawn; nothing is inherited.
+_attached: list[tuple[str, shared_memory.SharedMemory]] = []  # the arena this process attached last
+
+
+def _attach(name: str) -> memoryview:
+    if not _attached or _attached[0][0] != name:
+        _detach()
+        _attached.append((name, shared_memory.SharedMemory(name)))
+    return _attached[0][1].buf
+
+
+def _detach() -> None:
+    while _attached:
+        with contextlib.suppress(BufferError):
+            _attached.pop()[1].close()
 
 
 @dataclass(frozen=True)
 class SlotEncoder:
-    """encode_into() for the pool: called with (first slot, paths), fills consecutive slots of arena `arena`."""
+    """encode_into() for the local pool: called with (first slot, paths), fills consecutive slots of the arena named `arena`."""
 
     sizes: tuple[tuple[int, int], ...]
-    arena: int
+    arena: str  # the SharedMemory name
 
     def __call__(self, item: tuple[int, list[str]]) -> list[tuple[str | None, str]]:
         first, paths = item
         n = slot_bytes(self.sizes)
-        arena = _ARENAS[self.arena]
+        arena = _attach(self.arena)
         return [encode_into(p, self.sizes, np.frombuffer(arena, np.uint8, n, (first + i) * n)) for i, p in enumerate(paths)]
 
 
@@ -431,15 +443,14 @@ def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, l
             # j % window: the chunk that used it before was consumed before chunk j was submitted.
             window, chunk_size = 2 * workers, CHUNK if workers > 1 else 1
             n, offsets = slot_bytes(tuple(sizes)), _offsets(tuple(sizes))
-            arena = mmap.mmap(-1, window * chunk_size * n)
-            _ARENAS[id(arena)] = arena
+            arena = shared_memory.SharedMemory(create=True, size=window * chunk_size * n)
             rest = [paths[i] for i in order[state["done"]:]]
             chunks = (((j % window) * chunk_size, rest[at:at + chunk_size])
                       for j, at in enumerate(range(0, len(rest), chunk_size)))
             since = 0
             with tqdm(total=len(paths), initial=state["done"], desc="pack", unit="crop", disable=not progress,
-                      dynamic_ncols=True) as bar, memoryview(arena) as mv:
-                results = ordered_map(SlotEncoder(tuple(sizes), id(arena)), chunks, workers, window=window)
+                      dynamic_ncols=True) as bar, memoryview(arena.buf) as mv:
+                results = ordered_map(SlotEncoder(tuple(sizes), arena.name), chunks, workers, window=window)
                 for j, chunk in enumerate(results):
                     for slot, (reason, detail) in enumerate(chunk, (j % window) * chunk_size):
                         if reason is not None:
@@ -474,8 +485,9 @@ def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, l
         for w in writers:
             w.close()
         if arena is not None:
-            del _ARENAS[id(arena)]
+            _detach()  # an in-process run (workers=1) attached here too
             arena.close()
+            arena.unlink()
 
     manifest = _manifest(wd, config, sizes, crops, counts, order, labels, tables, fingerprint, state)
     _finalize(out, staging, state["files"], old)

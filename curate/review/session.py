@@ -339,20 +339,18 @@ class ReviewSession:
 
 def render_thumbnail(src: Path, size: tuple[int, int] = THUMB_SIZE, quality: int = 85) -> tuple[bytes | None, str | None]:
     """A JPEG thumbnail of the image at `src` fitted in `size`, or (None, reason) when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(src) as im:
-            im.draft("RGB", size)  # JPEG crops decode at reduced size; PNG ignores it
-            im = im.convert("RGB")
-            im.thumbnail(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=quality)
-            return buf.getvalue(), None
-    except FileNotFoundError:
-        return None, "missing_file"
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None, "unreadable_image"
+    from curate.core.image import DecodeFailure, decode_image
+
+    decoded = decode_image(src, Image.MAX_IMAGE_PIXELS or 1 << 62)  # the one reader: its reason codes
+    if isinstance(decoded, DecodeFailure):
+        return None, decoded.reason
+    im = decoded.image
+    im.thumbnail(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue(), None
 
 
 class ThumbnailCache:

@@ -1,14 +1,18 @@
 """Stage 3, score: decide which crops show a person, with illustration2vec or, without it, a heuristic.
 
-Per crop, `inspect_crop()` (pure, never raises) reads the image and measures it; the illustration2vec
-scorer then runs the network over the readable crops in batches (tf.data). Raw results are written per
+`CropScorer` is the unit: configured once (scorer, models folder, batch size), called with a batch of
+(crop row, image bytes), it returns the batch's raw score rows and never raises for a bad crop. Per
+crop, `inspect_crop()` (pure, never raises) reads the image through curate.core.image and measures
+it; the illustration2vec network, loaded lazily in the process that first calls the unit, then runs
+over the readable crops in batches (tf.data). `run_score()` feeds it chunks; raw results are written per
 chunk of the crops table into WORKDIR/.score-parts/<fingerprint>/ (atomically), so a killed run resumes
 at the first missing chunk. `decide()` turns a crop's measurements into kept / a reason code; it runs
 when the parts are assembled into scores.parquet, so changing a threshold re-decides without re-scoring.
 
 Reasons, checked in this order (the first that applies is recorded):
 
-    unreadable      the crop image is missing or cannot be decoded
+    (a read code)   the crop image cannot be read: one of curate.core.image.REASONS (missing_file,
+                    not_an_image, truncated, corrupt, ...), the code the reader gave
     flat            near-empty: grey-level std < min_contrast, or one colour covers > max_dominant of it
     few_colours     fewer than min_colours colours (5 bits per channel) each covering >= 0.1% of the crop
     blurry          variance of the Laplacian of the grey image < min_sharpness
@@ -40,10 +44,11 @@ import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.core.atomic import atomic_path, write_json
+from curate.core.image import DECODE_REASONS, DecodeFailure, decode_bgr, read_bytes
 from curate.core.workdir import SCORES_SCHEMA, Workdir
 
 SCORERS = ("illustration2vec", "heuristic")
-REASONS = ("unreadable", "flat", "few_colours", "blurry", "low_confidence", "no_person")
+REASONS = DECODE_REASONS + ("flat", "few_colours", "blurry", "low_confidence", "no_person")
 CHUNK = 256  # crops per resumable part: ~10 s of full-width inference on 2 CPU cores
 
 # What a part file holds: the scores plus the measurements decide() needs.
@@ -85,7 +90,7 @@ class ScoreRules:
 
 @dataclass
 class CropImage:
-    """One crop read from disk: the RGB pixels (None when unreadable), its measurements, the error."""
+    """One crop read: the RGB pixels (None when unreadable), its measurements, the reader's reason code."""
 
     image: np.ndarray | None
     contrast: float | None = None
@@ -112,18 +117,13 @@ def image_stats(rgb: np.ndarray) -> dict[str, float | int]:
     }
 
 
-def inspect_crop(path: str | os.PathLike) -> CropImage:
-    """Read a crop image and measure it; an unreadable file is a result with `error`, never an exception."""
+def inspect_crop(source: str | os.PathLike | bytes | DecodeFailure) -> CropImage:
+    """Read a crop (path or bytes) and measure it; an unreadable one has `error` (a reader code), never an exception."""
     import cv2
 
-    if not Path(path).is_file():
-        return CropImage(None, error="missing")
-    try:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    except Exception as e:  # cv2 raises on some malformed headers instead of returning None
-        return CropImage(None, error=f"decode: {e}"[:200])
-    if bgr is None:
-        return CropImage(None, error="undecodable")
+    bgr = source if isinstance(source, DecodeFailure) else decode_bgr(source)
+    if isinstance(bgr, DecodeFailure):
+        return CropImage(None, error=bgr.reason)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return CropImage(rgb, **image_stats(rgb))
 
@@ -131,7 +131,7 @@ def inspect_crop(path: str | os.PathLike) -> CropImage:
 def decide(m: dict[str, Any], rules: ScoreRules) -> str | None:
     """The reason a scored crop is rejected (None = kept), from its part row."""
     if m["error"] is not None:
-        return "unreadable"
+        return m["error"] if m["error"] in DECODE_REASONS else "unreadable"  # parts written before the codes
     if m["contrast"] < rules.min_contrast or m["dominant"] > rules.max_dominant:
         return "flat"
     if m["colours"] < rules.min_colours:
@@ -199,10 +199,67 @@ class Illustration2VecScorer:
         }
 
 
-def score_chunk(rows: list[dict[str, Any]], root: Path, scorer: Illustration2VecScorer | None,
-                pool: ThreadPoolExecutor) -> pa.Table:
-    """Score one chunk of crop-table rows into a PART_SCHEMA table (same order)."""
-    crops = list(pool.map(inspect_crop, [root / r["file"] for r in rows]))
+class CropScorer:
+    """The unit: a batch of (crop row with crop_id and confidence, image bytes) -> a PART_SCHEMA table, same order.
+
+    Picklable. The network (scorer "illustration2vec") loads on first use in the process that calls
+    the unit, so it works in a freshly spawned worker; "heuristic" needs no weights. An item whose
+    bytes could not be read may carry the reader's DecodeFailure instead. Never raises for a bad crop.
+    """
+
+    def __init__(self, scorer: str = "heuristic", models_root: str | os.PathLike | None = None,
+                 batch_size: int = 32, top_k: int = 10, threads: int = 1):
+        if scorer not in SCORERS:
+            raise ValueError(f"scorer {scorer!r} is not one of {SCORERS}")
+        self.scorer, self.batch_size, self.top_k, self.threads = scorer, batch_size, top_k, threads
+        self.models_root = None if models_root is None else str(models_root)
+        self._net: tuple[Illustration2VecScorer, dict[str, Any]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid: int | None = None
+
+    def __getstate__(self):
+        # Neither the network nor the thread pool travels: each process makes its own, on first use.
+        return {**self.__dict__, "_net": None, "_pool": None, "_pid": None}
+
+    def _in_this_process(self) -> None:
+        if self._pid != os.getpid():
+            self._net, self._pool, self._pid = None, None, os.getpid()
+
+    def network(self) -> Illustration2VecScorer | None:
+        """The illustration2vec scorer, loaded once in this process (None for the heuristic)."""
+        self._in_this_process()
+        if self.scorer != "illustration2vec":
+            return None
+        if self._net is None:
+            from curate.score.models import load_illustration2vec, models_dir
+
+            model, tags, manifest = load_illustration2vec(models_dir(self.models_root))
+            net = Illustration2VecScorer(model, tags, batch_size=self.batch_size, top_k=self.top_k)
+            info = {k: manifest.get(k) for k in ("weights_sha256", "width_divisor", "source", "installed_at")}
+            info["person_tags"] = [tags[i] for i in net.person_idx]
+            self._net = (net, info)
+        return self._net[0]
+
+    def model_info(self) -> dict[str, Any] | None:
+        """The installed weights' manifest fields and the person tags used (None for the heuristic)."""
+        return None if self.network() is None else dict(self._net[1])  # type: ignore[index]
+
+    def _map(self, fn, items):
+        self._in_this_process()
+        if self.threads <= 1:
+            return map(fn, items)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads)  # cv2 decodes and measures without the GIL
+        return self._pool.map(fn, items)
+
+    def __call__(self, batch: list[tuple[dict[str, Any], bytes | DecodeFailure]]) -> pa.Table:
+        rows = [r for r, _ in batch]
+        crops = list(self._map(inspect_crop, [data for _, data in batch]))
+        return _part_table(rows, crops, self.network())
+
+
+def _part_table(rows: list[dict[str, Any]], crops: list[CropImage], scorer: Illustration2VecScorer | None) -> pa.Table:
+    """One batch's crop rows and measurements (and network outputs) as a PART_SCHEMA table."""
     n = len(rows)
     cols: dict[str, list] = {
         "crop_id": [r["crop_id"] for r in rows],
@@ -297,20 +354,15 @@ def run_score(
     """
     from tqdm import tqdm
 
-    from curate.score.models import load_illustration2vec, models_dir
+    from curate.score.models import models_dir
 
     t0 = time.perf_counter()
     wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     root = models_dir(models_root)
     crops = read_crops(wd)
     name, why = resolve_scorer(scorer, root)
-    model_info = None
-    scorer_obj = None
-    if name == "illustration2vec":
-        model, tags, manifest = load_illustration2vec(root)
-        scorer_obj = Illustration2VecScorer(model, tags, batch_size=batch_size, top_k=top_k)
-        model_info = {k: manifest.get(k) for k in ("weights_sha256", "width_divisor", "source", "installed_at")}
-        model_info["person_tags"] = [tags[i] for i in scorer_obj.person_idx]
+    unit = CropScorer(name, root, batch_size=batch_size, top_k=top_k, threads=threads)
+    model_info = unit.model_info()  # loads the network here, in the process that runs it
     fp = fingerprint(wd.crops_table, name, model_info and model_info["weights_sha256"], top_k, chunk)
     parts = parts_root(wd) / fp
     parts.mkdir(parents=True, exist_ok=True)
@@ -330,7 +382,8 @@ def run_score(
             else:
                 if stop_after_chunks is not None and written >= stop_after_chunks:
                     break
-                table = score_chunk(rows, wd.root, scorer_obj, pool)
+                data = pool.map(read_bytes, [wd.root / r["file"] for r in rows])
+                table = unit(list(zip(rows, data)))
                 with atomic_path(part) as tmp:
                     pq.write_table(table, tmp)
                 written += 1
