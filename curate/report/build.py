@@ -25,6 +25,7 @@ from PIL import Image
 
 from curate import __version__
 from curate.core.atomic import write_bytes
+from curate.core.grid import png_bytes, read_tiles, render_grid
 from curate.core.workdir import Workdir, latest_decisions, surviving_crops
 
 THUMB = (128, 64)  # height, width: a 512x256 crop at a quarter
@@ -170,18 +171,9 @@ def contact_sheet(files: list[Path], columns: int = 12) -> str | None:
     if not files:
         return None
     h, w = THUMB
-    rows = -(-len(files) // columns)
-    sheet = Image.new("RGB", (columns * (w + 4) + 4, rows * (h + 4) + 4), (245, 245, 245))
-    for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                tile = im.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
-        except (OSError, ValueError):
-            tile = Image.new("RGB", (w, h), (160, 160, 160))
-        sheet.paste(tile, (4 + (i % columns) * (w + 4), 4 + (i // columns) * (h + 4)))
-    buf = io.BytesIO()
-    sheet.save(buf, "PNG", optimize=True)
-    return _png_uri(buf.getvalue())
+    sheet = render_grid(read_tiles(files), columns, (w, h), gap=4, background=(245, 245, 245),
+                        resample=Image.Resampling.LANCZOS)
+    return _png_uri(png_bytes(sheet, optimize=True))
 
 
 # ---------------------------------------------------------------------------------------------------
