@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from curate.core.atomic import write_bytes
+from curate.core.grid import read_tiles, render_grid, write_png
 from curate.core.workdir import Workdir
 
 OVERLAY_SIDE = 768  # long side of an overlay picture
@@ -51,36 +51,20 @@ def draw_overlay(decoded, faces, placed) -> bytes:
     return buf.getvalue()
 
 
-def _grid(tiles: list[tuple[Image.Image, str]], tile: tuple[int, int], columns: int) -> Image.Image:
-    tw, th = tile
-    rows = max(1, -(-len(tiles) // columns))
-    sheet = Image.new("RGB", (columns * tw, rows * (th + 14)), (40, 40, 40))
-    draw = ImageDraw.Draw(sheet)
-    for n, (im, label) in enumerate(tiles):
-        x, y = (n % columns) * tw, (n // columns) * (th + 14)
-        im.thumbnail((tw, th))
-        sheet.paste(im, (x + (tw - im.width) // 2, y))
-        draw.text((x + 2, y + th + 1), label[:24], fill=(230, 230, 230))
-    return sheet
-
-
 def contact_sheet(workdir: Workdir, out_dir: Path, limit: int = 200) -> None:
     """crops-sheet.png (the first `limit` crops of the table) and overlays-sheet.png (annotated sources)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(workdir.crops_table, columns=["crop_id", "file", "scale"]).slice(0, limit).to_pylist()
-    tiles = []
-    for row in table:
-        with Image.open(workdir.root / row["file"]) as im:
-            tiles.append((im.convert("RGB"), f"{row['crop_id']} x{row['scale']:.2f}"))
-    buf = io.BytesIO()
-    _grid(tiles, (128, 256), 12).save(buf, "PNG", compress_level=3)
-    write_bytes(out_dir / "crops-sheet.png", buf.getvalue())
+    tiles = read_tiles([workdir.root / row["file"] for row in table])
+    captions = [f"{row['crop_id']} x{row['scale']:.2f}" for row in table]
+    write_png(_sheet(tiles, captions, (128, 256), 12), out_dir / "crops-sheet.png", compress_level=3)
 
-    tiles = []
-    for p in sorted((out_dir / "images").glob("*.jpg"))[:limit]:
-        with Image.open(p) as im:
-            tiles.append((im.convert("RGB"), p.stem))
-    buf = io.BytesIO()
-    _grid(tiles, (256, 256), 8).save(buf, "PNG", compress_level=3)
-    write_bytes(out_dir / "overlays-sheet.png", buf.getvalue())
+    paths = sorted((out_dir / "images").glob("*.jpg"))[:limit]
+    write_png(_sheet(read_tiles(paths), [p.stem for p in paths], (256, 256), 8), out_dir / "overlays-sheet.png",
+              compress_level=3)
+
+
+def _sheet(tiles, captions: list[str], tile: tuple[int, int], columns: int):
+    return render_grid(tiles, columns, tile, captions=captions, caption_inset=2, caption_colour=(230, 230, 230),
+                       background=(40, 40, 40), fit="contain", resample=Image.Resampling.BICUBIC)

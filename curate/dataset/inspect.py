@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from curate.dataset import schema as R
+from curate.core.grid import render_grid, upscale_to, write_png
 from curate.core.hashing import file_sha256
+from curate.dataset import schema as R
 
 
 @dataclass(frozen=True)
@@ -239,24 +241,11 @@ def sample_grid(report: Report, gap: int = 2) -> np.ndarray | None:
         return None
     n = min(len(lv.samples) for lv in levels)
     top_h = max(lv.height for lv in levels)
-    cells_w = [lv.width * (top_h // lv.height) for lv in levels]
-    grid = np.full((n * (top_h + gap) + gap, sum(cells_w) + gap * (len(levels) + 1), 3), 32, np.uint8)
-    for i in range(n):
-        x = gap
-        for lv, cw in zip(levels, cells_w):
-            f = top_h // lv.height
-            cell = lv.samples[i].transpose(1, 2, 0).repeat(f, axis=0).repeat(f, axis=1)
-            y = gap + i * (top_h + gap)
-            grid[y:y + cell.shape[0], x:x + cell.shape[1]] = cell
-            x += cw + gap
-    return grid
+    tiles = [upscale_to(lv.samples[i].transpose(1, 2, 0), top_h) for i in range(n) for lv in levels]
+    cell = (max(t.shape[1] for t in tiles), top_h)
+    return np.asarray(render_grid(tiles, len(levels), cell, gap=gap, background=(32, 32, 32), fit="contain"))
 
 
 def write_grid(grid: np.ndarray, path: str | os.PathLike) -> None:
     """Save the grid as a PNG, atomically."""
-    from PIL import Image
-
-    from curate.core.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
+    write_png(Image.fromarray(grid), path)

@@ -27,6 +27,7 @@ from typing import IO, Iterator
 
 import numpy as np
 
+from curate.core import protobuf as pb
 
 FORMAT_VERSION = 1
 CHANNELS = 3
@@ -116,23 +117,6 @@ def pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
 
 # ---- records ----------------------------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def example_parts(shape: tuple[int, int, int]) -> tuple[bytes, bytes]:
     """The bytes of a serialized Example before and after its pixel data, for a [C, H, W] shape.
 
@@ -140,17 +124,17 @@ def example_parts(shape: tuple[int, int, int]) -> tuple[bytes, bytes]:
     'data' then 'shape'); protobuf's default order for map fields varies from process to process.
     """
     n = int(np.prod(shape))
-    shape_feature = _field(3, _field(1, b"".join(_varint(int(d)) for d in shape)))  # int64_list, packed
-    shape_entry = _field(1, _field(1, b"shape") + _field(2, shape_feature))
+    shape_feature = pb.len_field(3, pb.len_field(1, b"".join(pb.varint(int(d)) for d in shape)))  # int64_list, packed
+    shape_entry = pb.len_field(1, pb.len_field(1, b"shape") + pb.len_field(2, shape_feature))
     # data entry = key + Feature{bytes_list{value}}; sizes are known, so only the header is built
-    value_head = _varint(1 << 3 | 2) + _varint(n)
-    bytes_list = _varint(1 << 3 | 2) + _varint(len(value_head) + n)
-    feature = _varint(2 << 3 | 2) + _varint(len(bytes_list) + len(value_head) + n)
-    key = _field(1, b"data")
+    value_head = pb.len_header(1, n)
+    bytes_list = pb.len_header(1, len(value_head) + n)
+    feature = pb.len_header(2, len(bytes_list) + len(value_head) + n)
+    key = pb.len_field(1, b"data")
     data_entry_len = len(key) + len(feature) + len(bytes_list) + len(value_head) + n
-    data_entry_head = _varint(1 << 3 | 2) + _varint(data_entry_len)
+    data_entry_head = pb.len_header(1, data_entry_len)
     features_len = len(data_entry_head) + data_entry_len + len(shape_entry)
-    head = (_varint(1 << 3 | 2) + _varint(features_len) + data_entry_head + key + feature + bytes_list + value_head)
+    head = pb.len_header(1, features_len) + data_entry_head + key + feature + bytes_list + value_head
     return head, shape_entry
 
 
@@ -250,53 +234,20 @@ def iter_records(f: IO[bytes]) -> Iterator[bytes]:
         offset += 12 + length + 4
 
 
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, i
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int]]:
-    i = 0
-    while i < len(buf):
-        key, i = _read_varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            n, i = _read_varint(buf, i)
-            yield number, wire, buf[i:i + n]
-            i += n
-        elif wire == 0:
-            v, i = _read_varint(buf, i)
-            yield number, wire, v
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
-
-
 def decode_example(payload: bytes) -> np.ndarray:
     """A serialized Example back to its uint8 CHW array (pure Python; the reference for tests and tools)."""
     feats: dict[str, bytes] = {}
-    for _, _, features in _fields(payload):
-        for _, _, entry in _fields(features):
-            kv = {num: val for num, _, val in _fields(entry)}
+    for _, _, features in pb.field_values(payload):
+        for _, _, entry in pb.field_values(features):
+            kv = {num: val for num, _, val in pb.field_values(entry)}
             feats[kv[1].decode()] = kv[2]
     shape = []
-    for num, _, int64_list in _fields(feats["shape"]):
+    for num, _, int64_list in pb.field_values(feats["shape"]):
         assert num == 3, "shape is not an int64_list"
-        for _, wire, val in _fields(int64_list):
-            if wire == 0:
-                shape.append(val)
-            else:
-                j = 0
-                while j < len(val):
-                    v, j = _read_varint(val, j)
-                    shape.append(v)
-    (num, _, bytes_list), = _fields(feats["data"])
-    (_, _, data), = _fields(bytes_list)
+        for _, wire, val in pb.field_values(int64_list):
+            shape.extend([val] if wire == pb.VARINT else pb.packed_varints(val))
+    (num, _, bytes_list), = pb.field_values(feats["data"])
+    (_, _, data), = pb.field_values(bytes_list)
     return np.frombuffer(data, np.uint8).reshape(shape)
 
 

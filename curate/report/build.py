@@ -4,13 +4,14 @@ Reads whatever the workdir holds (filter, crop, score and pack stats, the tables
 a report of a half-run pipeline shows the stages that ran. The page has the funnel (counts and the
 reasons things were removed), plots made with matplotlib (face sizes, scores, tag frequencies, source
 resolutions) and sample grids of kept crops and of rejects per reason. Pictures are embedded as data
-URIs: the file can be mailed or archived on its own.
+URIs: the file can be mailed or archived on its own. The page is the Jinja2 template
+templates/report.html (autoescaped); this module gathers what it shows.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import json
 import time
@@ -25,6 +26,7 @@ from PIL import Image
 
 from curate import __version__
 from curate.core.atomic import write_bytes
+from curate.core.grid import png_bytes, read_tiles, render_grid
 from curate.core.workdir import Workdir, latest_decisions, surviving_crops
 
 THUMB = (128, 64)  # height, width: a 512x256 crop at a quarter
@@ -170,18 +172,9 @@ def contact_sheet(files: list[Path], columns: int = 12) -> str | None:
     if not files:
         return None
     h, w = THUMB
-    rows = -(-len(files) // columns)
-    sheet = Image.new("RGB", (columns * (w + 4) + 4, rows * (h + 4) + 4), (245, 245, 245))
-    for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                tile = im.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
-        except (OSError, ValueError):
-            tile = Image.new("RGB", (w, h), (160, 160, 160))
-        sheet.paste(tile, (4 + (i % columns) * (w + 4), 4 + (i // columns) * (h + 4)))
-    buf = io.BytesIO()
-    sheet.save(buf, "PNG", optimize=True)
-    return _png_uri(buf.getvalue())
+    sheet = render_grid(read_tiles(files), columns, (w, h), gap=4, background=(245, 245, 245),
+                        resample=Image.Resampling.LANCZOS)
+    return _png_uri(png_bytes(sheet, optimize=True))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,42 +226,32 @@ def build(workdir: str | Path, out: str | Path | None = None, samples: int = 36,
     return out
 
 
-_CSS = """
-body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
-h1{font-size:1.6rem;margin-bottom:.2rem} h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-.meta{color:#666} table{border-collapse:collapse;margin:.6rem 0} td,th{padding:.25rem .7rem;text-align:left}
-th{background:#f3f3f3} td.n{text-align:right;font-variant-numeric:tabular-nums} .why{color:#666;font-size:.9em}
-.figs{display:flex;flex-wrap:wrap;gap:1rem} figure{margin:0} figcaption{font-weight:600;margin-bottom:.3rem}
-img{max-width:100%} .grid img{border:1px solid #ddd}
-"""
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@functools.lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["thousands"] = lambda n: f"{n:,}"
+    return env
+
+
+def _why(step: Step) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(step.removed.items(), key=lambda kv: -kv[1]) if v)
 
 
 def _page(wd: Workdir, steps: list[Step], figures, grids, info) -> str:
-    e = html.escape
-    rows = []
-    for s in steps:
-        why = ", ".join(f"{k} {v:,}" for k, v in sorted(s.removed.items(), key=lambda kv: -kv[1]) if v)
-        rows.append(f"<tr><td>{e(s.stage)}</td><td>{e(s.label)}</td><td class=n>{s.count:,}</td>"
-                    f"<td class=why>{e(why) or '&nbsp;'}</td></tr>")
-    scorer = info["score"]["scorer"] if info["score"] else None
-    parts = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f"<title>curate report: {e(wd.root.name)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>curate report: {e(str(wd.root))}</h1>",
-        f"<p class=meta>curate {__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-        + (f"; scored by <b>{e(scorer)}</b>" if scorer else "") + "</p>",
-        "<h2>Funnel</h2>",
-        "<table><tr><th>stage</th><th>what remains</th><th>count</th><th>removed, by reason</th></tr>"
-        + "".join(rows) + "</table>" if rows else "<p>No stage has run in this workdir yet.</p>",
-    ]
-    if figures:
-        parts.append("<h2>Plots</h2><div class=figs>")
-        parts += [f"<figure><figcaption>{e(t)}</figcaption><img alt='{e(t)}' src='{uri}'></figure>" for t, uri in figures]
-        parts.append("</div>")
-    if grids:
-        parts.append("<h2>Samples</h2>")
-        for title, uri, n in grids:
-            parts.append(f"<h3>{e(title)} <span class=meta>({n:,})</span></h3>"
-                         + (f"<div class=grid><img alt='{e(title)}' src='{uri}'></div>" if uri else "<p>none</p>"))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    """The page, rendered from templates/report.html (autoescaped; pictures inline as data URIs)."""
+    return _environment().get_template("report.html").render(
+        name=wd.root.name,
+        root=str(wd.root),
+        version=__version__,
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        scorer=info["score"]["scorer"] if info["score"] else None,
+        steps=[{"stage": s.stage, "label": s.label, "count": s.count, "why": _why(s)} for s in steps],
+        figures=figures,
+        grids=grids,
+    )

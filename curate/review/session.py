@@ -475,31 +475,23 @@ def rows_with_status(index: CropIndex, status: np.ndarray, wanted: str | None, l
 def contact_sheet(thumbs: ThumbnailCache, rows: list[int], columns: int = 16, tile_width: int = 96,
                   caption: bool = True) -> tuple[Any, dict[str, int]]:
     """A PIL image: the crops of `rows` in a grid, each captioned with its crop id; plus counts of unreadable crops."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image
 
-    tile_h = tile_width * thumbs.size[1] // thumbs.size[0]
-    cap_h = 14 if caption else 0
-    gap = 4
-    columns = max(1, min(columns, len(rows) or 1))
-    lines = (len(rows) + columns - 1) // columns
-    sheet = Image.new("RGB", (gap + columns * (tile_width + gap), gap + max(lines, 1) * (tile_h + cap_h + gap)), (32, 32, 36))
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
+    from curate.core.grid import render_grid
+    from curate.core.image import DecodeFailure
+
     problems: dict[str, int] = {}
-    for k, row in enumerate(rows):
-        x = gap + (k % columns) * (tile_width + gap)
-        y = gap + (k // columns) * (tile_h + cap_h + gap)
+    tiles = []
+    for row in rows:
         data, tag = thumbs.get(row)
         if data is None:
             problems[tag] = problems.get(tag, 0) + 1
-            draw.rectangle([x, y, x + tile_width - 1, y + tile_h - 1], outline=(200, 60, 60))
-            draw.text((x + 4, y + tile_h // 2), tag, fill=(200, 60, 60), font=font)
+            tiles.append(DecodeFailure(tag))
         else:
             with Image.open(io.BytesIO(data)) as im:
-                sheet.paste(im.convert("RGB").resize((tile_width, tile_h), Image.Resampling.BILINEAR), (x, y))
-        if caption:
-            text = thumbs.index.crop_ids[row]
-            while text and draw.textlength(text, font=font) > tile_width:
-                text = text[:-1]
-            draw.text((x, y + tile_h + 1), text, fill=(220, 220, 220), font=font)
+                tiles.append(im.convert("RGB"))
+    tile = (tile_width, tile_width * thumbs.size[1] // thumbs.size[0])
+    captions = [thumbs.index.crop_ids[row] for row in rows] if caption else None
+    sheet = render_grid(tiles, max(1, min(columns, len(rows) or 1)), tile, captions=captions,
+                        gap=4, background=(32, 32, 36))
     return sheet, problems
