@@ -53,3 +53,25 @@ def test_fetch_without_network_fails_fast_with_one_line(tmp_path):
                         "--no-progress"], capture_output=True, text=True, timeout=20)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
     assert "make dataset DANBOORU=" in r.stderr
+
+
+def test_a_curate_error_from_a_stage_is_one_line(tmp_path, capsys):
+    """Any CurateError subclass that escapes a command: `curate <cmd>: error: <message>`, no traceback."""
+    from curate.cli import main
+    from curate.core.errors import CurateError
+    from curate.crop.runner import InputError as CropInputError
+    from curate.fetch.client import FetchError
+    from curate.filter.metadata import InputError as FilterInputError
+    from curate.review.session import ReviewInputError
+
+    assert CropInputError is FilterInputError and issubclass(ReviewInputError, CurateError)
+    with pytest.raises(SystemExit) as e:
+        main(["crop", str(tmp_path / "missing"), "--out", str(tmp_path / "w")])  # InputError from the runner
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("curate crop: error: ") and "does not exist" in err and "(see 'curate crop --help')" in err
+    with pytest.raises(SystemExit) as e:
+        main(["review", "sheet", str(tmp_path), "--out", str(tmp_path / "s.png")])  # nested: its full path
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("curate review sheet: error: "), err
+    assert FetchError.exit_code == 1  # not misuse: the network (see test_fetch_without_network_fails_fast...)

@@ -20,6 +20,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from curate.core.errors import CurateError
+
 CASCADE_DIR = Path(__file__).resolve().parents[2] / "cascades"
 ANIMEFACE_FILE = "lbpcascade_animeface.xml"
 ANIMEFACE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
@@ -31,7 +33,7 @@ FRONTALFACE_FILE = "haarcascade_frontalface_default.xml"
 NAMES = ("animeface", "frontalface")
 
 
-class CascadeError(Exception):
+class CascadeError(CurateError):
     """A cascade that cannot be used; the message is one line that says what to do."""
 
 

@@ -76,7 +76,7 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
       curate crop photos/ --cascade frontalface --k 2.5 --format jpg --out work-photos
     """
     from curate.crop.cascades import CascadeError, load_cascade, resolve_cascade, sha256_of
-    from curate.crop.runner import CropConfig, InputError, open_sources, run_crop, summary_line
+    from curate.crop.runner import CropConfig, open_sources, run_crop, summary_line
 
     if min_k > k:
         raise click.BadParameter(f"--min-k {min_k} is larger than --k {k}", param_hint="--min-k")
@@ -92,10 +92,7 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
         min_size=min_size, min_face=min_face, k=k, min_k=min_k, pad=pad, out_height=size[0], out_width=size[1],
         max_upscale=max_upscale, max_faces=max_faces, fmt=fmt, max_pixels=max_pixels,
     )
-    try:
-        sources, ignored = open_sources(input_path, dataset_root)
-    except InputError as e:
-        raise click.UsageError(str(e)) from None
+    sources, ignored = open_sources(input_path, dataset_root)
     inputs = {"input": str(input_path), "dataset_root": str(dataset_root) if dataset_root else None,
               "ignored_files": ignored}
     stats = run_crop(sources, out, config, workers=workers, overlays=overlays, progress=progress, inputs=inputs)

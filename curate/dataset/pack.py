@@ -40,6 +40,7 @@ from curate.core.hashing import file_sha256
 from curate.core.atomic import write_bytes, write_json
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import Workdir, surviving_crops
+from curate.core.errors import CurateError
 
 STAGING = ".pack-staging"
 SCORE_LABELS = ("person", "rating_safe", "rating_questionable", "rating_explicit")
@@ -48,7 +49,7 @@ SKIPPED_SAMPLES = 100
 CHUNK = 8  # crops per task sent to a worker process
 
 
-class PackError(Exception):
+class PackError(CurateError):
     """Misuse or unusable input that stops the stage (the CLI turns it into one line)."""
 
 

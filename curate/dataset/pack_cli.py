@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from curate.dataset import schema as R
-from curate.dataset.pack import LabelSpec, PackConfig, PackError, run_pack, summary_line
+from curate.dataset.pack import LabelSpec, PackConfig, run_pack, summary_line
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -77,9 +77,6 @@ def pack_command(workdir, out, name, seed, min_size, shard_size, labels, posts, 
         raise click.BadParameter(f"{workdir} is not a folder; give the workdir `curate crop` wrote", param_hint="WORKDIR")
     config = PackConfig(name=name, seed=seed, min_size=min_size, shard_size=shard_size, labels=labels,
                         posts=str(posts.resolve()) if posts else None)
-    try:
-        stats = run_pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
-                         checkpoint_every=checkpoint_every)
-    except PackError as e:
-        raise click.UsageError(str(e)) from None
+    stats = run_pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
+                     checkpoint_every=checkpoint_every)
     click.echo(summary_line(stats, out))

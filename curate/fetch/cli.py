@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from curate.fetch.client import DEFAULT_BASE_URL, Client, FetchError, FetchPlan, fetch, summary_line
+from curate.fetch.client import DEFAULT_BASE_URL, Client, FetchPlan, fetch, summary_line
 
 
 @click.command("fetch", context_settings={"max_content_width": 100})
@@ -38,8 +38,5 @@ def fetch_command(root, tags, rating, limit, per_page, rate, base_url, progress)
     """
     plan = FetchPlan(tags=tags, rating=None if rating == "any" else rating, limit=limit, per_page=per_page,
                      base_url=base_url)
-    try:
-        stats = fetch(root, plan, Client(rate=rate), progress=progress)
-    except FetchError as e:
-        raise click.ClickException(str(e)) from None
+    stats = fetch(root, plan, Client(rate=rate), progress=progress)
     click.echo(summary_line(stats))

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from curate import __version__
 from curate.core.atomic import atomic_path, write_bytes, write_json
 from curate.filter.metadata import image_path
+from curate.core.errors import CurateError
 
 DEFAULT_BASE_URL = "https://danbooru.donmai.us"
 USER_AGENT = f"curate/{__version__} (dataset builder for GAN research; polite: rate-limited, resumable)"
@@ -34,8 +35,10 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 STILL_IMAGES = ("jpg", "jpeg", "png")
 
 
-class FetchError(Exception):
+class FetchError(CurateError):
     """The API cannot be used at all (no network, refused, not Danbooru): a one-line user error."""
+
+    exit_code = 1  # the request may be fine: the network or the site is not
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from curate.filter.runner import FilterRules, run_filter, summary_line
-from curate.filter.metadata import InputError, parse_timestamp
+from curate.filter.metadata import parse_timestamp
 from curate.filter.tagsets import DEFAULT_EXCLUDE
 
 _RATING_WORDS = {"general": "g", "sensitive": "s", "safe": "s", "questionable": "q", "explicit": "e"}
@@ -110,8 +110,5 @@ def filter_command(metadata, out, dataset_root, min_favs, min_score, since, unti
     )
     if since is not None and until is not None and since >= until:
         raise click.BadParameter("--since must be earlier than --until")
-    try:
-        stats = run_filter(list(metadata), out, rules, dataset_root=dataset_root, workers=workers, progress=progress)
-    except InputError as e:
-        raise click.UsageError(str(e)) from None
+    stats = run_filter(list(metadata), out, rules, dataset_root=dataset_root, workers=workers, progress=progress)
     click.echo(summary_line(stats))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from curate.score.runner import SCORERS, ScoreInputError, ScoreRules, run_score, summary_line
+from curate.score.runner import SCORERS, ScoreRules, run_score, summary_line
 
 _D = ScoreRules()
 
@@ -52,13 +52,8 @@ def score_command(workdir, scorer, min_person, min_confidence, min_contrast, max
       curate score work --min-person 0.8
       curate score work --scorer heuristic --min-confidence 1.5 --min-sharpness 20
     """
-    from curate.score.models import ModelError
-
     rules = ScoreRules(min_person=min_person, min_confidence=min_confidence, min_contrast=min_contrast,
                        max_dominant=max_dominant, min_colours=min_colours, min_sharpness=min_sharpness)
-    try:
-        stats = run_score(workdir, rules, scorer=scorer, models_root=models_dir, batch_size=batch_size,
-                          top_k=top_k, progress=progress)
-    except (ScoreInputError, ModelError) as e:
-        raise click.UsageError(str(e)) from None
+    stats = run_score(workdir, rules, scorer=scorer, models_root=models_dir, batch_size=batch_size,
+                      top_k=top_k, progress=progress)
     click.echo(summary_line(stats))

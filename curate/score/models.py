@@ -30,6 +30,7 @@ from curate import __version__
 from curate.core.atomic import write_bytes, write_json
 from curate.core.hashing import file_sha256
 from curate.score.illust2vec import CONV_LAYERS, N_OUTPUTS, conv_shapes, infer_width_divisor
+from curate.core.errors import CurateError
 
 MODEL = "illustration2vec"
 WEIGHTS_FILE = "illustration2vec.weights.h5"
@@ -64,7 +65,7 @@ ASSETS: dict[str, tuple[Asset, ...]] = {
 }
 
 
-class ModelError(Exception):
+class ModelError(CurateError):
     """A model cannot be installed or loaded; the message says what to do."""
 
 

@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from curate import __version__
 from curate.core.atomic import atomic_path, write_json
 from curate.core.workdir import SCORES_SCHEMA, Workdir
+from curate.core.errors import CurateError
 
 SCORERS = ("illustration2vec", "heuristic")
 REASONS = ("unreadable", "flat", "few_colours", "blurry", "low_confidence", "no_person")
@@ -60,7 +61,7 @@ PART_SCHEMA = pa.schema(
 )
 
 
-class ScoreInputError(Exception):
+class ScoreInputError(CurateError):
     """The workdir cannot be scored (no crops table, wrong columns); the message says what to do."""
 
 
