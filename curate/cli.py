@@ -35,16 +35,32 @@ COMMANDS = {
 }
 
 
+class StageFailure(click.ClickException):
+    """A CurateError that escaped a command, with the command it escaped from: shown as one line."""
+
+    def __init__(self, error: CurateError, command_path: str):
+        super().__init__(" ".join(str(error).split("\n")))
+        self.exit_code = error.exit_code
+        self.command_path = command_path
+
+    def line(self) -> str:
+        """`curate <cmd>: error: <message>`, with the help hint when the request itself is wrong (exit 2)."""
+        hint = f" (see '{self.command_path} --help')" if self.exit_code == 2 else ""
+        return f"{self.command_path}: error: {self.message}{hint}"
+
+    def show(self, file=None) -> None:
+        click.echo(self.line(), file=file, err=file is None)
+
+
 class StageGroup(click.Group):
-    """A group that notes, on a CurateError escaping a subcommand, which command raised it."""
+    """A group that turns a CurateError escaping a subcommand into a StageFailure naming that subcommand."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except CurateError as e:
-            if not getattr(e, "command_path", None) and ctx.invoked_subcommand:
-                e.command_path = f"{ctx.command_path} {ctx.invoked_subcommand}"  # the innermost group names it
-            raise
+            where = getattr(e, "command_path", None) or f"{ctx.command_path} {ctx.invoked_subcommand}"
+            raise StageFailure(e, where) from None
 
 
 class LazyGroup(StageGroup):
@@ -101,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         where = e.ctx.command_path if e.ctx else "curate"
         click.echo(f"{where}: error: {e.format_message()} (see '{where} --help')", err=True)
         sys.exit(2)
-    except CurateError as e:
-        click.echo(error_line(e), err=True)
+    except StageFailure as e:
+        e.show()
         sys.exit(e.exit_code)
     except click.ClickException as e:
         click.echo(f"curate: error: {e.format_message()}", err=True)
@@ -112,10 +128,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)
 
-
-def error_line(e: CurateError) -> str:
-    """The one line a CurateError becomes: `curate <cmd>: error: <message>` (+ the help hint for misuse)."""
-    where = getattr(e, "command_path", None) or "curate"
-    message = " ".join(str(e).split("\n"))
-    hint = f" (see '{where} --help')" if e.exit_code == 2 else ""
-    return f"{where}: error: {message}{hint}"

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from curate.core.errors import CurateError
+from curate.core.hashing import file_sha256
 
 CASCADE_DIR = Path(__file__).resolve().parents[2] / "cascades"
 ANIMEFACE_FILE = "lbpcascade_animeface.xml"
@@ -39,11 +40,7 @@ class CascadeError(CurateError):
 
 def sha256_of(path: str | os.PathLike) -> str:
     """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def check_animeface(path: Path) -> None:

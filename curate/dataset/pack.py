@@ -271,9 +271,7 @@ class _LevelWriter:
                 raise ValueError(f"{path} is shorter than the checkpoint says")
             self.f = open(path, "r+b")
             self.f.truncate(keep)
-            self.hasher = hashlib.sha256()
-            while block := self.f.read(1 << 22):
-                self.hasher.update(block)
+            self.hasher = hashlib.file_digest(self.f, "sha256")
             self.f.seek(keep)
 
     def write(self, record: bytes) -> None:

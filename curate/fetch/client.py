@@ -207,7 +207,7 @@ def _fetch_file(root: Path, post: dict[str, Any], client: Client, verified: set[
         data = client.get(url)
     except (urllib.error.URLError, TimeoutError, ConnectionError):
         return "download_failed"
-    if hashlib.md5(data).hexdigest() != md5:
+    if hashlib.md5(data, usedforsecurity=False).hexdigest() != md5:
         return "md5_mismatch"
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)

@@ -278,7 +278,7 @@ def run(p: Pipeline, start: str | None = None, stop: str | None = None,
         try:
             _command(STAGES[s["stage"]]).main(args=s["argv"], prog_name=f"curate {s['stage']}", standalone_mode=False)
         except CurateError as e:
-            e.command_path = getattr(e, "command_path", None) or f"curate {s['stage']}"  # the stage, not `run`
+            e.command_path = f"curate {s['stage']}"  # name the stage that failed, not `run`
             raise
         state[s["stage"]] = {"fingerprint": s["fingerprint"], "seconds": round(time.perf_counter() - t0, 2),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
