@@ -13,6 +13,7 @@ The stage commands also take their option defaults from the stage's config datac
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import tomllib
@@ -87,11 +88,17 @@ def typed_changes(cls: type, changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def default_of(cls: type, name: str) -> Any:
-    """The default of a dataclass field (its default_factory called): the one place a CLI default is written."""
-    field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    raise KeyError(f"{cls.__name__}.{name} has no default")
+def default_of(owner: Any, name: str) -> Any:
+    """The default of a dataclass field (its default_factory called) or of a function's parameter: the one
+    place a command-line default is written is the config class (or the runner function) it feeds."""
+    if dataclasses.is_dataclass(owner):
+        field = {f.name: f for f in dataclasses.fields(owner)}[name]
+        if field.default is not dataclasses.MISSING:
+            return field.default
+        if field.default_factory is not dataclasses.MISSING:
+            return field.default_factory()
+    else:
+        default = inspect.signature(owner).parameters[name].default
+        if default is not inspect.Parameter.empty:
+            return default
+    raise KeyError(f"{owner.__name__}.{name} has no default")

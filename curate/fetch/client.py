@@ -27,7 +27,7 @@ from curate import __version__
 from curate.core.atomic import write_bytes, write_json
 from curate.filter.metadata import image_path
 from curate.core.errors import CurateError
-from curate.core.http import TRANSIENT, USER_AGENT, Client  # noqa: F401 (USER_AGENT: re-exported)
+from curate.core.http import TRANSIENT, Client
 
 DEFAULT_BASE_URL = "https://danbooru.donmai.us"
 STILL_IMAGES = ("jpg", "jpeg", "png")
