@@ -1,8 +1,8 @@
 """The one base class of user-facing failures, and the errors more than one stage raises.
 
 A `CurateError` is a failure a stage detects itself and can explain in one line: bad input, a missing
-file, options that contradict each other. `curate.cli.main` prints any that escapes a command as
-`curate <cmd>: error: <message>` and exits with the error's `exit_code`:
+file, options that contradict each other. The `curate` group (curate.cli.StageGroup) turns any that
+escapes a command into one line, `curate <cmd>: error: <message>`, and exits with its `exit_code`:
 
   2  the request is wrong (misuse, bad or missing input): like click's usage errors, the line ends
      with "(see 'curate <cmd> --help')";
