@@ -1,7 +1,11 @@
 """The `curate` command: a click group whose stage commands live in their own modules.
 
 Subcommands load lazily, so `curate filter` never imports what `curate train` needs. Misuse (a bad
-option, a missing input) prints a single line that says what to do, never a traceback.
+option, a missing input) prints a single line that says what to do, never a traceback: click's own
+errors, and any `curate.core.errors.CurateError` a stage raises, as `curate <cmd>: error: <message>`.
+Exit codes: 2 for misuse and unusable input (click's usage errors and most CurateErrors), 1 for a
+failure outside the request (a CurateError with exit_code 1, e.g. no network for `curate fetch`),
+130 when interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import sys
 import click
 
 from curate import __version__
+from curate.core.errors import CurateError
 
 # name -> "module:attribute"; the order here is the order `curate --help` lists them.
 COMMANDS = {
@@ -30,7 +35,35 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class StageFailure(click.ClickException):
+    """A CurateError that escaped a command, with the command it escaped from: shown as one line."""
+
+    def __init__(self, error: CurateError, command_path: str):
+        super().__init__(" ".join(str(error).split("\n")))
+        self.exit_code = error.exit_code
+        self.command_path = command_path
+
+    def line(self) -> str:
+        """`curate <cmd>: error: <message>`, with the help hint when the request itself is wrong (exit 2)."""
+        hint = f" (see '{self.command_path} --help')" if self.exit_code == 2 else ""
+        return f"{self.command_path}: error: {self.message}{hint}"
+
+    def show(self, file=None) -> None:
+        click.echo(self.line(), file=file, err=file is None)
+
+
+class StageGroup(click.Group):
+    """A group that turns a CurateError escaping a subcommand into a StageFailure naming that subcommand."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CurateError as e:
+            where = getattr(e, "command_path", None) or f"{ctx.command_path} {ctx.invoked_subcommand}"
+            raise StageFailure(e, where) from None
+
+
+class LazyGroup(StageGroup):
     """A group that imports a subcommand's module only when that subcommand is used or listed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -77,13 +110,16 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the group, turning click's errors into one line each."""
+    """Console entry point: run the group, turning click's errors and CurateErrors into one line each."""
     try:
         rv = cli.main(args=argv, prog_name="curate", standalone_mode=False)
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx else "curate"
         click.echo(f"{where}: error: {e.format_message()} (see '{where} --help')", err=True)
         sys.exit(2)
+    except StageFailure as e:
+        e.show()
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         click.echo(f"curate: error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
@@ -91,3 +127,4 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("curate: interrupted", err=True)
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)
+

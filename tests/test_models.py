@@ -155,6 +155,43 @@ def test_download_resumes_a_part_file_with_range_and_verifies(tmp_path, server):
         download(f"{url}/missing.bin", dest, progress=False)
 
 
+def test_a_dropped_connection_is_retried_and_resumes_with_range(tmp_path, server):
+    root, url, handler = server
+    payload = os.urandom(200_000)
+    (root / "g.bin").write_bytes(payload)
+
+    class Broken(handler):
+        broken = [True]
+
+        def do_GET(self):
+            if self.broken.pop() if self.broken else False:  # the first answer stops half way
+                type(self).log.append((self.path, self.headers.get("Range")))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload[:50_000])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            super().do_GET()
+
+    server_cls = http.server.ThreadingHTTPServer
+    httpd = server_cls(("127.0.0.1", 0), lambda *a: Broken(*a, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        from curate.core.http import Client
+
+        waits = []
+        dest = tmp_path / "g.bin"
+        download(f"http://127.0.0.1:{httpd.server_address[1]}/g.bin", dest, size=len(payload), progress=False,
+                 client=Client(rate=0, backoff=0.25, sleep=waits.append))
+        assert dest.read_bytes() == payload and waits == [0.25]
+        assert [r for _, r in Broken.log] == [None, "bytes=50000-"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_install_without_network_is_one_line_telling_to_use_from(tmp_path, capsys):
     import socket
 

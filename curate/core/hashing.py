@@ -6,10 +6,12 @@ import hashlib
 import os
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks so memory stays flat."""
-    h = hashlib.sha256()
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (hashlib.file_digest: buffered reads, memory stays flat)."""
+    return file_hash(path, "sha256").hexdigest()
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256"):
+    """The hash object of a file's bytes, to read with .hexdigest() or to keep updating."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm)

@@ -20,6 +20,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from curate.core.errors import CurateError
+from curate.core.hashing import file_sha256
+
 CASCADE_DIR = Path(__file__).resolve().parents[2] / "cascades"
 ANIMEFACE_FILE = "lbpcascade_animeface.xml"
 ANIMEFACE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
@@ -31,17 +34,13 @@ FRONTALFACE_FILE = "haarcascade_frontalface_default.xml"
 NAMES = ("animeface", "frontalface")
 
 
-class CascadeError(Exception):
+class CascadeError(CurateError):
     """A cascade that cannot be used; the message is one line that says what to do."""
 
 
 def sha256_of(path: str | os.PathLike) -> str:
     """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def check_animeface(path: Path) -> None:

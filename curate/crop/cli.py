@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
+from curate.core.settings import default_of
+from curate.crop.runner import CropConfig
+
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def _D(name: str):
+    """A CropConfig default: written once, on the config field."""
+    return default_of(CropConfig, name)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -28,31 +36,31 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
               help="With a filtered table: the folder its 'path' column is relative to.")
 @click.option("--cascade", default="animeface", show_default=True, metavar="animeface|frontalface|PATH",
               help="Detector: the anime-face LBP cascade, OpenCV's frontal-face Haar cascade (photos), or a cascade XML.")
-@click.option("--scale-factor", type=click.FloatRange(min=1.01, max=2.0), default=1.1, show_default=True, metavar="F",
+@click.option("--scale-factor", type=click.FloatRange(min=1.01, max=2.0), default=_D("scale_factor"), show_default=True, metavar="F",
               help="Detector pyramid step.")
-@click.option("--min-neighbors", type=click.IntRange(min=0), default=5, show_default=True, metavar="N",
+@click.option("--min-neighbors", type=click.IntRange(min=0), default=_D("min_neighbors"), show_default=True, metavar="N",
               help="Detections that must agree on a face.")
-@click.option("--min-size", type=click.IntRange(min=8), default=24, show_default=True, metavar="PX",
+@click.option("--min-size", type=click.IntRange(min=8), default=_D("min_size"), show_default=True, metavar="PX",
               help="Smallest detector window, in detector pixels.")
-@click.option("--min-face", type=click.IntRange(min=8), default=None, metavar="PX",
+@click.option("--min-face", type=click.IntRange(min=8), default=_D("min_face"), metavar="PX",
               help="Smallest face to look for, in source pixels; the detector image is reduced so that "
                    "--min-size matches it  [default: the smallest face that can give a crop, from --k, "
                    "--size and --max-upscale]")
-@click.option("--k", "k", type=click.FloatRange(min=1.0, max=10.0), default=2.5, show_default=True, metavar="K",
+@click.option("--k", "k", type=click.FloatRange(min=1.0, max=10.0), default=_D("k"), show_default=True, metavar="K",
               help="Crop width / face width (crop height is twice the width).")
-@click.option("--min-k", type=click.FloatRange(min=1.0, max=10.0), default=1.75, show_default=True, metavar="K",
+@click.option("--min-k", type=click.FloatRange(min=1.0, max=10.0), default=_D("min_k"), show_default=True, metavar="K",
               help="K may shrink to this so a box near an edge fits the image.")
-@click.option("--pad/--no-pad", default=False, show_default=True,
+@click.option("--pad/--no-pad", default=_D("pad"), show_default=True,
               help="Pad (white) a box that does not fit even at --min-k instead of rejecting the face.")
-@click.option("--size", default="512x256", show_default=True, callback=_size, metavar="HxW",
+@click.option("--size", default=f"{_D('out_height')}x{_D('out_width')}", show_default=True, callback=_size, metavar="HxW",
               help="Output size, height x width (2:1).")
-@click.option("--max-upscale", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="X",
+@click.option("--max-upscale", type=click.FloatRange(min=0.1), default=_D("max_upscale"), show_default=True, metavar="X",
               help="Reject a face whose crop would be enlarged more than this (too_small).")
-@click.option("--max-faces", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+@click.option("--max-faces", type=click.IntRange(min=1), default=_D("max_faces"), show_default=True, metavar="N",
               help="Crops per image at most, most confident faces first.")
-@click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default="png", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg"]), default=_D("fmt"), show_default=True,
               help="Crop files: lossless PNG, or JPEG quality 95.")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=89_478_485, show_default=True, metavar="N",
+@click.option("--max-pixels", type=click.IntRange(min=1), default=_D("max_pixels"), show_default=True, metavar="N",
               help="Refuse larger images as decompression bombs.")
 @click.option("--overlays", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Also write sources with face and crop boxes drawn, and contact sheets, to DIR.")
@@ -76,7 +84,7 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
       curate crop photos/ --cascade frontalface --k 2.5 --format jpg --out work-photos
     """
     from curate.crop.cascades import CascadeError, load_cascade, resolve_cascade, sha256_of
-    from curate.crop.runner import CropConfig, InputError, open_sources, run_crop, summary_line
+    from curate.crop.runner import open_sources, run_crop, summary_line
 
     if min_k > k:
         raise click.BadParameter(f"--min-k {min_k} is larger than --k {k}", param_hint="--min-k")
@@ -92,10 +100,7 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
         min_size=min_size, min_face=min_face, k=k, min_k=min_k, pad=pad, out_height=size[0], out_width=size[1],
         max_upscale=max_upscale, max_faces=max_faces, fmt=fmt, max_pixels=max_pixels,
     )
-    try:
-        sources, ignored = open_sources(input_path, dataset_root)
-    except InputError as e:
-        raise click.UsageError(str(e)) from None
+    sources, ignored = open_sources(input_path, dataset_root)
     inputs = {"input": str(input_path), "dataset_root": str(dataset_root) if dataset_root else None,
               "ignored_files": ignored}
     stats = run_crop(sources, out, config, workers=workers, overlays=overlays, progress=progress, inputs=inputs)

@@ -39,6 +39,7 @@ from curate.core.image import DECODE_REASONS, Decoded, DecodeFailure, decode_ima
 from curate.crop.geometry import Box, Portrait, min_source_height, portrait_box, scale_box, smallest_useful_face
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import CROPS_SCHEMA, Workdir
+from curate.core.errors import InputError
 
 FACE_REASONS = ("too_small", "does_not_fit")
 IMAGE_REASONS = DECODE_REASONS + ("no_face", "crop_error")
@@ -303,10 +304,6 @@ class _CropAndWrite:
 
 
 # ---- inputs -------------------------------------------------------------------------------------
-
-
-class InputError(Exception):
-    """Misuse: the input cannot be read at all (the CLI turns this into a one-line usage error)."""
 
 
 _SLUG = re.compile(r"[^A-Za-z0-9]+")

@@ -42,6 +42,7 @@ from curate.core.atomic import write_bytes, write_json
 from curate.core.image import DecodeFailure, decode_bgr
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import Workdir, surviving_crops
+from curate.core.errors import CurateError
 
 STAGING = ".pack-staging"
 SCORE_LABELS = ("person", "rating_safe", "rating_questionable", "rating_explicit")
@@ -50,7 +51,7 @@ SKIPPED_SAMPLES = 100
 CHUNK = 8  # crops per task sent to a worker process
 
 
-class PackError(Exception):
+class PackError(CurateError):
     """Misuse or unusable input that stops the stage (the CLI turns it into one line)."""
 
 
@@ -282,9 +283,7 @@ class _LevelWriter:
                 raise ValueError(f"{path} is shorter than the checkpoint says")
             self.f = open(path, "r+b")
             self.f.truncate(keep)
-            self.hasher = hashlib.sha256()
-            while block := self.f.read(1 << 22):
-                self.hasher.update(block)
+            self.hasher = hashlib.file_digest(self.f, "sha256")
             self.f.seek(keep)
 
     def write(self, record: bytes) -> None:

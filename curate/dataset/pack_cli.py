@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 
 from curate.dataset import schema as R
-from curate.dataset.pack import LabelSpec, PackConfig, PackError, run_pack, summary_line
+from curate.core.settings import default_of
+from curate.dataset.pack import LabelSpec, PackConfig, run_pack, summary_line
+
+_D = PackConfig()  # every field has a default: each option's is read from it
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -31,12 +34,12 @@ def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> La
 @click.argument("workdir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DATASET_DIR",
               help="Output folder: <NAME>-r<NN>.tfrecords per level, dataset.json, optional labels.")
-@click.option("--name", default="portraits", show_default=True, metavar="NAME", help="File name prefix.")
-@click.option("--seed", type=int, default=R.SEED, show_default=True, metavar="N",
+@click.option("--name", default=_D.name, show_default=True, metavar="NAME", help="File name prefix.")
+@click.option("--seed", type=int, default=_D.seed, show_default=True, metavar="N",
               help="Shuffle seed (NVlabs used 123); every level file has the same order.")
-@click.option("--min-size", default="4x2", show_default=True, callback=_size, metavar="HxW",
+@click.option("--min-size", default="{}x{}".format(*_D.min_size), show_default=True, callback=_size, metavar="HxW",
               help="Smallest level; levels halve from the crop size down to this.")
-@click.option("--shard-size", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--shard-size", type=click.IntRange(min=1), default=_D.shard_size, metavar="N",
               help="Split each level into files of N records: <NAME>-r<NN>-<i>-of-<n>.tfrecords  [default: one file]")
 @click.option("--labels", callback=_labels, metavar="scores|tags:A,B",
               help="Also write <NAME>-rxx.labels (float32 [N, D]): 'scores' = person and rating probabilities "
@@ -44,7 +47,7 @@ def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> La
 @click.option("--posts", type=click.Path(dir_okay=False, path_type=Path), metavar="FILTERED.parquet",
               help="The table `curate filter` wrote, for tag labels (joined on the crops' post_id).")
 @click.option("--overwrite", is_flag=True, help="Replace a different dataset already in DATASET_DIR.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1024, show_default=True, metavar="N",
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=default_of(run_pack, "checkpoint_every"), show_default=True, metavar="N",
               help="Crops between resume points (a killed pack restarts from the last one).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes decoding crops and building levels  [default: one per core]")
@@ -77,9 +80,6 @@ def pack_command(workdir, out, name, seed, min_size, shard_size, labels, posts, 
         raise click.BadParameter(f"{workdir} is not a folder; give the workdir `curate crop` wrote", param_hint="WORKDIR")
     config = PackConfig(name=name, seed=seed, min_size=min_size, shard_size=shard_size, labels=labels,
                         posts=str(posts.resolve()) if posts else None)
-    try:
-        stats = run_pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
-                         checkpoint_every=checkpoint_every)
-    except PackError as e:
-        raise click.UsageError(str(e)) from None
+    stats = run_pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
+                     checkpoint_every=checkpoint_every)
     click.echo(summary_line(stats, out))

@@ -6,21 +6,24 @@ from pathlib import Path
 
 import click
 
-from curate.fetch.client import DEFAULT_BASE_URL, Client, FetchError, FetchPlan, fetch, summary_line
+from curate.core.settings import default_of
+from curate.fetch.client import Client, FetchPlan, fetch, summary_line
+
+_D = FetchPlan()
 
 
 @click.command("fetch", context_settings={"max_content_width": 100})
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--tags", default="solo", show_default=True, metavar="TAGS",
+@click.option("--tags", default=_D.tags, show_default=True, metavar="TAGS",
               help="Danbooru search tags (anonymous searches allow two tags, the rating counting as one).")
-@click.option("--rating", type=click.Choice(["g", "s", "q", "e", "any"]), default="g", show_default=True,
+@click.option("--rating", type=click.Choice(["g", "s", "q", "e", "any"]), default=_D.rating or "any", show_default=True,
               help="Rating to search for; 'any' adds no rating to the search.")
-@click.option("--limit", type=click.IntRange(min=1), default=300, show_default=True, metavar="N",
+@click.option("--limit", type=click.IntRange(min=1), default=_D.limit, show_default=True, metavar="N",
               help="How many posts to fetch (newest first).")
-@click.option("--per-page", type=click.IntRange(1, 200), default=100, show_default=True, metavar="N")
-@click.option("--rate", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="REQ/S",
+@click.option("--per-page", type=click.IntRange(1, 200), default=_D.per_page, show_default=True, metavar="N")
+@click.option("--rate", type=click.FloatRange(min=0.1), default=default_of(Client, "rate"), show_default=True, metavar="REQ/S",
               help="At most this many requests a second.")
-@click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True, metavar="URL",
+@click.option("--base-url", default=_D.base_url, show_default=True, metavar="URL",
               help="The Danbooru site (or a mirror) to ask.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def fetch_command(root, tags, rating, limit, per_page, rate, base_url, progress):
@@ -38,8 +41,5 @@ def fetch_command(root, tags, rating, limit, per_page, rate, base_url, progress)
     """
     plan = FetchPlan(tags=tags, rating=None if rating == "any" else rating, limit=limit, per_page=per_page,
                      base_url=base_url)
-    try:
-        stats = fetch(root, plan, Client(rate=rate), progress=progress)
-    except FetchError as e:
-        raise click.ClickException(str(e)) from None
+    stats = fetch(root, plan, Client(rate=rate), progress=progress)
     click.echo(summary_line(stats))

@@ -12,30 +12,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
+import os
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm import tqdm
 
 from curate import __version__
-from curate.core.atomic import atomic_path, write_bytes, write_json
+from curate.core.atomic import write_bytes, write_json
 from curate.filter.metadata import image_path
+from curate.core.errors import CurateError
+from curate.core.http import TRANSIENT, Client
 
 DEFAULT_BASE_URL = "https://danbooru.donmai.us"
-USER_AGENT = f"curate/{__version__} (dataset builder for GAN research; polite: rate-limited, resumable)"
-RETRY_STATUS = {429, 500, 502, 503, 504}
 STILL_IMAGES = ("jpg", "jpeg", "png")
 
 
-class FetchError(Exception):
+class FetchError(CurateError):
     """The API cannot be used at all (no network, refused, not Danbooru): a one-line user error."""
+
+    exit_code = 1  # the request may be fine: the network or the site is not
 
 
 @dataclass(frozen=True)
@@ -51,51 +52,6 @@ class FetchPlan:
     def query(self) -> str:
         """The search string sent as `tags`."""
         return " ".join(filter(None, [self.tags.strip(), f"rating:{self.rating}" if self.rating else None]))
-
-
-class Client:
-    """HTTP GETs with a rate limit and retries; the only code here that touches the network."""
-
-    def __init__(self, rate: float = 2.0, retries: int = 5, backoff: float = 1.0, timeout: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.retries = retries
-        self.backoff = backoff
-        self.timeout = timeout
-        self.sleep = sleep
-        self._last = 0.0
-        self.requests = 0
-
-    def _wait_turn(self) -> None:
-        delay = self._last + self.interval - time.monotonic()
-        if delay > 0:
-            self.sleep(delay)
-        self._last = time.monotonic()
-
-    def get(self, url: str) -> bytes:
-        """The body of a 200 response, after up to `retries` retries of transient failures."""
-        for attempt in range(self.retries + 1):
-            self._wait_turn()
-            self.requests += 1
-            try:
-                req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return resp.read()
-            except urllib.error.HTTPError as e:
-                if e.code not in RETRY_STATUS or attempt == self.retries:
-                    raise
-                retry_after = e.headers.get("Retry-After")
-                wait = float(retry_after) if retry_after and retry_after.isdigit() else self.backoff * 2**attempt
-            except urllib.error.URLError as e:
-                if isinstance(e.reason, (socket.gaierror, ConnectionRefusedError)) or attempt == self.retries:
-                    raise  # no DNS, or nothing listening: retrying will not help
-                wait = self.backoff * 2**attempt
-            except (TimeoutError, ConnectionError):
-                if attempt == self.retries:
-                    raise
-                wait = self.backoff * 2**attempt
-            self.sleep(wait)
-        raise AssertionError("unreachable")
 
 
 def _posts_url(plan: FetchPlan, page: str) -> str:
@@ -136,7 +92,7 @@ def fetch(root: str | Path, plan: FetchPlan, client: Client | None = None, progr
                 body = client.get(url)
             except urllib.error.HTTPError as e:
                 raise FetchError(f"{plan.base_url} answered {e.code} {e.reason} for {url}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            except (urllib.error.URLError, *TRANSIENT) as e:
                 reason = getattr(e, "reason", e)
                 raise FetchError(
                     f"cannot reach {plan.base_url} ({reason}); without network, point curate at a local dump instead: "
@@ -200,14 +156,21 @@ def _fetch_file(root: Path, post: dict[str, Any], client: Client, verified: set[
     dest = root / image_path(post["id"], ext)
     if post["id"] in verified and dest.exists():
         return "already_present"
+    part = dest.with_name(dest.name + ".part")  # a killed download resumes from here (HTTP Range)
+    part.parent.mkdir(parents=True, exist_ok=True)
     try:
-        data = client.get(url)
-    except (urllib.error.URLError, TimeoutError, ConnectionError):
+        client.download(url, part)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not part.exists():  # 416: the part file is already whole; check it
+            return "download_failed"
+    except (urllib.error.URLError, *TRANSIENT):
         return "download_failed"
-    if hashlib.md5(data).hexdigest() != md5:
+    with open(part, "rb") as f:
+        digest = hashlib.file_digest(f, "md5").hexdigest()
+    if digest != md5:
+        part.unlink()
         return "md5_mismatch"
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
+    os.replace(part, dest)
     verified.add(post["id"])
     return "downloaded"
 

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import click
 
+from curate.core.settings import default_of
 from curate.filter.runner import FilterRules, run_filter, summary_line
-from curate.filter.metadata import InputError, parse_timestamp
+from curate.filter.metadata import parse_timestamp
 from curate.filter.tagsets import DEFAULT_EXCLUDE
+
+
+def _D(name: str):
+    """A FilterRules default: written once, on the rules' field."""
+    return default_of(FilterRules, name)
+
 
 _RATING_WORDS = {"general": "g", "sensitive": "s", "safe": "s", "questionable": "q", "explicit": "e"}
 
@@ -44,7 +51,7 @@ def _ratings(ctx: click.Context, param: click.Parameter, value: str) -> frozense
               help="Output table (required); FILTERED.stats.json is written beside it.")
 @click.option("--dataset-root", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Danbooru root holding original/; kept posts whose image is missing are counted and dropped.")
-@click.option("--min-favs", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+@click.option("--min-favs", type=click.IntRange(min=0), default=_D("min_favs"), show_default=True, metavar="N",
               help="Minimum favorites (len(favs) in 2017-2020 dumps, fav_count in newer ones).")
 @click.option("--min-score", type=int, default=None, metavar="N", help="Minimum score (default: no floor).")
 @click.option("--since", callback=_date, metavar="DATE", help="Keep posts created on or after DATE (UTC).")
@@ -60,13 +67,13 @@ def _ratings(ctx: click.Context, param: click.Parameter, value: str) -> frozense
 @click.option("--no-default-excludes", is_flag=True,
               help="Do not apply the default exclusions (see --list-default-excludes).")
 @click.option("--list-default-excludes", is_flag=True, help="Print the default exclusions and exit.")
-@click.option("--ratings", default="g,s", show_default=True, callback=_ratings, metavar="R,R",
+@click.option("--ratings", default=",".join(sorted(_D("ratings"))), show_default=True, callback=_ratings, metavar="R,R",
               help="Ratings to keep: g general, s safe (old dumps) / sensitive (2022+), q, e.")
-@click.option("--min-height", type=click.IntRange(min=1), default=512, show_default=True, metavar="PX",
+@click.option("--min-height", type=click.IntRange(min=1), default=_D("min_height"), show_default=True, metavar="PX",
               help="Minimum image height (the portrait crop is 512 high).")
-@click.option("--min-width", type=click.IntRange(min=1), default=256, show_default=True, metavar="PX",
+@click.option("--min-width", type=click.IntRange(min=1), default=_D("min_width"), show_default=True, metavar="PX",
               help="Minimum image width (the portrait crop is 256 wide).")
-@click.option("--exts", default="jpg,png", show_default=True, metavar="E,E", help="File types to keep (still images).")
+@click.option("--exts", default=",".join(sorted(_D("exts"))), show_default=True, metavar="E,E", help="File types to keep (still images).")
 @click.option("--keep-deleted", is_flag=True, help="Keep posts marked deleted (dropped by default).")
 @click.option("--keep-banned", is_flag=True, help="Keep posts marked banned (dropped by default).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
@@ -110,8 +117,5 @@ def filter_command(metadata, out, dataset_root, min_favs, min_score, since, unti
     )
     if since is not None and until is not None and since >= until:
         raise click.BadParameter("--since must be earlier than --until")
-    try:
-        stats = run_filter(list(metadata), out, rules, dataset_root=dataset_root, workers=workers, progress=progress)
-    except InputError as e:
-        raise click.UsageError(str(e)) from None
+    stats = run_filter(list(metadata), out, rules, dataset_root=dataset_root, workers=workers, progress=progress)
     click.echo(summary_line(stats))

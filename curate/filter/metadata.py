@@ -24,16 +24,14 @@ from typing import BinaryIO, Iterator
 
 import msgspec
 
+from curate.core.errors import InputError
+
 BLOCK_BYTES = 32 << 20  # big enough to amortise per-task cost, small enough to keep memory flat
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2")
 TAG_CATEGORIES = ("general", "character", "copyright", "artist", "meta")
 # Danbooru's numeric tag categories (2017-2020 export): 0 general, 1 artist, 3 copyright, 4 character, 5 meta.
 _CATEGORY_BY_CODE = {"0": "general", "1": "artist", "3": "copyright", "4": "character", "5": "meta"}
 CATEGORY_CODE = {name: code for code, name in _CATEGORY_BY_CODE.items()}
-
-
-class InputError(Exception):
-    """An input path that cannot be used at all (missing, unreadable): a user error."""
 
 
 class _Tag(msgspec.Struct, gc=False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curate.pipeline.runner import PipelineError, load, plan, resolve, run
+from curate.pipeline.runner import load, plan, resolve, run
 
 
 @click.command("run", context_settings={"max_content_width": 100})
@@ -27,12 +27,9 @@ def run_command(pipeline, start, stop, overrides, dry_run):
       curate run danbooru2018-portraits --set filter.min_favs=20 --until crop
       curate run pipelines/my-recipe.toml --from score --dry-run
     """
-    try:
-        p = load(resolve(pipeline), list(overrides))
-        if dry_run:
-            for s in plan(p, start, stop):
-                click.echo(f"{s['action']:4s} {s['stage']:7s} {s['why']:26s} curate {s['stage']} {' '.join(s['argv'])}")
-            return
-        run(p, start, stop, echo=click.echo)
-    except PipelineError as e:
-        raise click.UsageError(str(e)) from None
+    p = load(resolve(pipeline), list(overrides))
+    if dry_run:
+        for s in plan(p, start, stop):
+            click.echo(f"{s['action']:4s} {s['stage']:7s} {s['why']:26s} curate {s['stage']} {' '.join(s['argv'])}")
+        return
+    run(p, start, stop, echo=click.echo)

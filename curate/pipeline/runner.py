@@ -29,9 +29,11 @@ import click
 
 from curate import __version__
 from curate.core.atomic import write_json
+from curate.core.errors import CurateError
+from curate.core.settings import SettingError, convert, parse_assignment, parse_value  # noqa: F401 (parse_value: the one grammar)
 
 
-class PipelineError(Exception):
+class PipelineError(CurateError):
     """A pipeline file or request that cannot run: a one-line user error."""
 
 
@@ -135,14 +137,6 @@ def resolve(name_or_path: str, search: Path | None = None) -> Path:
     raise PipelineError(f"no pipeline {name_or_path!r}; known: {', '.join(known) or 'none'} (or give a .toml path)")
 
 
-def parse_value(text: str) -> Any:
-    """A --set value as TOML would read it (10, 0.5, true, "x"), else the plain string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def load(path: Path, overrides: list[str] = (), progress: bool = True) -> Pipeline:
     """Parse a pipeline file and apply `stage.option=value` overrides."""
     try:
@@ -157,11 +151,14 @@ def load(path: Path, overrides: list[str] = (), progress: bool = True) -> Pipeli
     if unknown:
         raise PipelineError(f"{path}: unknown stage [{unknown[0]}]; stages are {', '.join(ORDER)}")
     for item in overrides:
-        key, sep, value = item.partition("=")
+        try:
+            key, value, _ = parse_assignment(item)
+        except SettingError:
+            key, value = "", None
         stage, dot, option = key.partition(".")
-        if not sep or not dot or stage not in STAGES:
+        if not dot or stage not in STAGES:
             raise PipelineError(f"--set {item!r}: write stage.option=value, e.g. --set filter.min_favs=20")
-        stages.setdefault(stage, {})[option.replace("-", "_")] = parse_value(value)
+        stages.setdefault(stage, {})[option.replace("-", "_")] = value
     stages = {name: stages[name] for name in ORDER if name in stages}
     return Pipeline(
         name=str(doc.get("name", path.stem)), source=path, input=Path(_expand(str(doc["input"]))),
@@ -178,14 +175,32 @@ def _command(spec: StageSpec) -> click.Command:
         raise PipelineError(f"stage {spec.name!r} is not available in this version of curate") from None
 
 
+def _option_type(param: click.Option) -> type | None:
+    """The Python type a pipeline value for this option must convert to (None: any text will do)."""
+    if param.is_flag:
+        return bool
+    if isinstance(param.type, (click.types.IntParamType, click.IntRange)):
+        return int
+    if isinstance(param.type, (click.types.FloatParamType, click.FloatRange)):
+        return float
+    return None
+
+
 def option_args(command: click.Command, stage: str, options: dict[str, Any]) -> list[str]:
-    """Options from a pipeline table as command-line arguments for the stage's command."""
+    """Options from a pipeline table as command-line arguments for the stage's command, type-checked first."""
     params = {p.name: p for p in command.params if isinstance(p, click.Option)}
     out: list[str] = []
     for key, value in options.items():
         param = params.get(key)
         if param is None:
             raise PipelineError(f"[{stage}] has no option {key!r} (see 'curate {stage} --help')")
+        if (tp := _option_type(param)) is not None:
+            try:
+                converted = convert(f"{stage}.{key}", value, tp)
+            except SettingError as e:
+                raise PipelineError(str(e)) from None
+            if param.is_flag:
+                value = converted  # "false" is false; numbers keep their spelling (it is in the fingerprint)
         if param.is_flag:
             if value:
                 out.append(param.opts[0])
@@ -260,7 +275,11 @@ def run(p: Pipeline, start: str | None = None, stop: str | None = None,
         write_json(p.state_file, state)
         echo(f"== {s['stage']}")
         t0 = time.perf_counter()
-        _command(STAGES[s["stage"]]).main(args=s["argv"], prog_name=f"curate {s['stage']}", standalone_mode=False)
+        try:
+            _command(STAGES[s["stage"]]).main(args=s["argv"], prog_name=f"curate {s['stage']}", standalone_mode=False)
+        except CurateError as e:
+            e.command_path = f"curate {s['stage']}"  # name the stage that failed, not `run`
+            raise
         state[s["stage"]] = {"fingerprint": s["fingerprint"], "seconds": round(time.perf_counter() - t0, 2),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json(p.state_file, state)

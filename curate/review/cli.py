@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from curate.review.session import SORTS, ReviewInputError
+from curate.cli import StageGroup
+from curate.review.session import SORTS
 from curate.core.workdir import REVIEW_STATUSES, Workdir
 
 _WORKDIR = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -21,10 +22,7 @@ _WORKDIR = click.Path(exists=True, file_okay=False, path_type=Path)
 def _load_index(workdir: Workdir):
     from curate.review.session import load_index
 
-    try:
-        return load_index(workdir)
-    except ReviewInputError as e:
-        raise click.UsageError(str(e)) from None
+    return load_index(workdir)
 
 
 def is_loopback(host: str) -> bool:
@@ -54,7 +52,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-@click.group("review", context_settings={"max_content_width": 100})
+@click.group("review", cls=StageGroup, context_settings={"max_content_width": 100})
 def review_group() -> None:
     """Review crops by hand: a browser grid, an export of the decisions, a contact sheet.
 

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.core.workdir import REVIEW_SQL, REVIEW_STATUSES, Workdir, latest_decisions
+from curate.core.errors import CurateError
 
 PENDING, ACCEPTED, REJECTED = (REVIEW_STATUSES.index(s) for s in ("pending", "accepted", "rejected"))
 SORTS = {
@@ -47,7 +48,7 @@ UNDO_DEPTH = 1000  # actions remembered for `u`; older ones stay in the log but 
 MAX_PAGE = 1000
 
 
-class ReviewInputError(Exception):
+class ReviewInputError(CurateError):
     """The workdir cannot be reviewed (no crops table, missing columns): misuse, not bad data."""
 
 

@@ -6,14 +6,20 @@ from pathlib import Path
 
 import click
 
-from curate.score.runner import SCORERS, ScoreInputError, ScoreRules, run_score, summary_line
+from curate.core.settings import default_of
+from curate.score.runner import SCORERS, ScoreRules, run_score, summary_line
 
 _D = ScoreRules()
 
 
+def _run(name: str):
+    """A default of run_score's own parameters (scorer, batch size, top-k)."""
+    return default_of(run_score, name)
+
+
 @click.command("score", context_settings={"max_content_width": 100})
 @click.argument("workdir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--scorer", type=click.Choice(("auto",) + SCORERS), default="auto", show_default=True,
+@click.option("--scorer", type=click.Choice(("auto",) + SCORERS), default=_run("scorer"), show_default=True,
               help="auto = illustration2vec when installed (curate models list), else heuristic.")
 @click.option("--min-person", type=click.FloatRange(0, 1), default=_D.min_person, show_default=True, metavar="P",
               help="illustration2vec: reject crops whose person probability is below P (no_person).")
@@ -29,9 +35,9 @@ _D = ScoreRules()
               help="Reject crops whose variance of the Laplacian is below V (blurry).")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Models folder  [default: $CURATE_MODELS or ~/.cache/curate/models]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, metavar="N",
+@click.option("--batch-size", type=click.IntRange(min=1), default=_run("batch_size"), show_default=True, metavar="N",
               help="Crops per inference batch.")
-@click.option("--top-k", type=click.IntRange(min=0, max=512), default=10, show_default=True, metavar="K",
+@click.option("--top-k", type=click.IntRange(min=0, max=512), default=_run("top_k"), show_default=True, metavar="K",
               help="General tags kept per crop (top_tags, top_probs).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def score_command(workdir, scorer, min_person, min_confidence, min_contrast, max_dominant, min_colours,
@@ -52,13 +58,8 @@ def score_command(workdir, scorer, min_person, min_confidence, min_contrast, max
       curate score work --min-person 0.8
       curate score work --scorer heuristic --min-confidence 1.5 --min-sharpness 20
     """
-    from curate.score.models import ModelError
-
     rules = ScoreRules(min_person=min_person, min_confidence=min_confidence, min_contrast=min_contrast,
                        max_dominant=max_dominant, min_colours=min_colours, min_sharpness=min_sharpness)
-    try:
-        stats = run_score(workdir, rules, scorer=scorer, models_root=models_dir, batch_size=batch_size,
-                          top_k=top_k, progress=progress)
-    except (ScoreInputError, ModelError) as e:
-        raise click.UsageError(str(e)) from None
+    stats = run_score(workdir, rules, scorer=scorer, models_root=models_dir, batch_size=batch_size,
+                      top_k=top_k, progress=progress)
     click.echo(summary_line(stats))

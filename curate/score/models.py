@@ -19,7 +19,6 @@ import os
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,9 @@ import numpy as np
 from curate import __version__
 from curate.core.atomic import write_bytes, write_json
 from curate.core.hashing import file_sha256
+from curate.core.http import TRANSIENT, Client
 from curate.score.illust2vec import CONV_LAYERS, N_OUTPUTS, conv_shapes, infer_width_divisor
+from curate.core.errors import CurateError
 
 MODEL = "illustration2vec"
 WEIGHTS_FILE = "illustration2vec.weights.h5"
@@ -64,7 +65,7 @@ ASSETS: dict[str, tuple[Asset, ...]] = {
 }
 
 
-class ModelError(Exception):
+class ModelError(CurateError):
     """A model cannot be installed or loaded; the message says what to do."""
 
 
@@ -87,7 +88,7 @@ class DownloadError(ModelError):
 
 
 def download(url: str, dest: Path, *, sha256: str | None = None, size: int | None = None,
-             progress: bool = True, timeout: float = 30.0) -> Path:
+             progress: bool = True, timeout: float = 30.0, client: Client | None = None) -> Path:
     """Fetch `url` to `dest`, resuming a `dest.part` left by an earlier try (HTTP Range); verify; return dest."""
     from tqdm import tqdm
 
@@ -96,36 +97,28 @@ def download(url: str, dest: Path, *, sha256: str | None = None, size: int | Non
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": f"curate/{__version__}"})
-    if have:
-        req.add_header("Range", f"bytes={have}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # the part file is already whole
-            return _finish(part, dest, sha256, size, url)
-        raise DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise DownloadError(
-            f"cannot download {url} ({reason}); without network, fetch the files elsewhere and use --from FILE_OR_DIR"
-        ) from None
-    with resp:
-        if have and resp.status != 206:  # the server ignored Range: start again
-            have = 0
-        length = resp.headers.get("Content-Length")
-        total = have + int(length) if length is not None else size
-        with open(part, "ab" if have else "wb") as f, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=dest.name, disable=not progress, dynamic_ncols=True,
-        ) as bar:
-            try:
-                while block := resp.read(1 << 20):
-                    f.write(block)
-                    bar.update(len(block))
-            except (OSError, urllib.error.URLError) as e:
-                raise DownloadError(f"download of {url} broke off ({e}); run the same command again to resume") from None
+    # no rate limit (a handful of files from a CDN); a few retries for a dropped connection
+    client = client or Client(rate=0, retries=3, backoff=1.0, timeout=timeout, user_agent=f"curate/{__version__}")
+    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress,
+              dynamic_ncols=True) as bar:
+        def on_total(total: int | None, have: int) -> None:
+            bar.reset(total=total if total is not None else size)
+            bar.update(have)
+
+        try:
+            client.download(url, part, on_total=on_total, on_block=bar.update)
+        except urllib.error.HTTPError as e:
+            if not (e.code == 416 and part.exists()):  # 416: the part file is already whole
+                raise DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            raise DownloadError(
+                f"cannot download {url} ({e.reason}); without network, fetch the files elsewhere and use --from FILE_OR_DIR"
+            ) from None
+        except (OSError, *TRANSIENT) as e:
+            if not part.exists():
+                raise DownloadError(f"cannot download {url} ({e}); without network, fetch the files elsewhere "
+                                    "and use --from FILE_OR_DIR") from None
+            raise DownloadError(f"download of {url} broke off ({e}); run the same command again to resume") from None
     return _finish(part, dest, sha256, size, url)
 
 

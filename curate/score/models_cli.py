@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from curate.score import models as m
-from curate.score.models import ASSETS, MODEL, ModelError, download_assets, install_illustration2vec, list_models
+from curate.cli import StageGroup
+from curate.score.models import ASSETS, MODEL, download_assets, install_illustration2vec, list_models
 
 _DIR_OPTION = click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                            metavar="DIR", help="Models folder  [default: $CURATE_MODELS or ~/.cache/curate/models]")
 
 
-@click.group("models", context_settings={"max_content_width": 100})
+@click.group("models", cls=StageGroup, context_settings={"max_content_width": 100})
 def models_group():
     """Install and list the pretrained models curate uses (illustration2vec for `curate score`).
 
@@ -46,12 +47,9 @@ def install_command(name, source, variant, mirror, models_dir, progress):
       curate models install illustration2vec --from illust2vec_tag_ver200.caffemodel
     """
     root = m.models_dir(models_dir)
-    try:
-        if source is None:
-            source = download_assets(variant, root / "downloads" / variant, mirror=mirror, progress=progress)
-        manifest = install_illustration2vec(source, root, progress=progress)
-    except ModelError as e:
-        raise click.UsageError(str(e)) from None
+    if source is None:
+        source = download_assets(variant, root / "downloads" / variant, mirror=mirror, progress=progress)
+    manifest = install_illustration2vec(source, root, progress=progress)
     src = manifest["source"]
     click.echo(f"models: installed {name} from {src['kind']} {src['weights']} "
                f"({manifest['parameters']:,} parameters, width 1/{manifest['width_divisor']}) "

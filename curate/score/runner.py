@@ -27,7 +27,6 @@ probability: its `person` and rating columns are null, and the summary says whic
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -46,6 +45,8 @@ from curate import __version__
 from curate.core.atomic import atomic_path, write_json
 from curate.core.image import DECODE_REASONS, DecodeFailure, decode_bgr, read_bytes
 from curate.core.workdir import SCORES_SCHEMA, Workdir
+from curate.core.errors import CurateError
+from curate.core.hashing import file_hash
 
 SCORERS = ("illustration2vec", "heuristic")
 REASONS = DECODE_REASONS + ("flat", "few_colours", "blurry", "low_confidence", "no_person")
@@ -65,7 +66,7 @@ PART_SCHEMA = pa.schema(
 )
 
 
-class ScoreInputError(Exception):
+class ScoreInputError(CurateError):
     """The workdir cannot be scored (no crops table, wrong columns); the message says what to do."""
 
 
@@ -306,10 +307,7 @@ def read_crops(workdir: Workdir) -> pa.Table:
 
 def fingerprint(crops_table: Path, scorer: str, model_sha: str | None, top_k: int, chunk: int) -> str:
     """What the parts depend on: the crops table's bytes, the scorer and its weights, chunking."""
-    h = hashlib.sha256()
-    with open(crops_table, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
+    h = file_hash(crops_table, "sha256")
     h.update(json.dumps([scorer, model_sha, top_k, chunk, __version__]).encode())
     return h.hexdigest()[:20]
 

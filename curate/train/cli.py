@@ -7,14 +7,8 @@ from pathlib import Path
 
 import click
 
+from curate.core.settings import SettingError
 from curate.train.stylegan.config import CONFIGS, parse_set, replace
-
-
-def _sets(values: tuple[str, ...]) -> dict:
-    try:
-        return parse_set(list(values))
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--set") from None
 
 
 @click.command("train", context_settings={"max_content_width": 100})
@@ -50,28 +44,23 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
     """
     import json
 
-    from curate.train.loop import TrainError, resume_config, run_training, summary_line
+    from curate.train.loop import resume_config, run_training, summary_line
 
-    changes = _sets(sets)
-    try:
+    try:  # a bad --set names the option (other errors reach curate.cli.main, which prints one line)
+        changes = parse_set(list(sets))
         if resume is not None:
             config = resume_config(resume, changes)
         else:
             if dataset_dir is None:
                 raise click.UsageError("give DATASET_DIR (the folder `curate pack` wrote), or --resume RUN")
             config = replace(CONFIGS[config_name], **changes)
-    except ValueError as e:
+    except SettingError as e:
         raise click.BadParameter(str(e), param_hint="--set") from None
-    except TrainError as e:
-        raise click.UsageError(str(e)) from None
     if show_config:
         click.echo(json.dumps(config.to_json(), indent=2))
         return
-    try:
-        summary = run_training(config, dataset_dir, runs_dir=runs_dir, resume=resume, echo=click.echo,
-                               progress=progress)
-    except TrainError as e:
-        raise click.UsageError(str(e)) from None
+    summary = run_training(config, dataset_dir, runs_dir=runs_dir, resume=resume, echo=click.echo,
+                           progress=progress)
     click.echo(summary_line(summary))
 
 
@@ -113,12 +102,9 @@ def generate_command(run, seeds, psi, cutoff, steps, out):
       curate generate runs/00003-stylegan-512x256 --seeds 1-16 --truncation 0.5 -o samples
       curate generate runs/00003-stylegan-512x256 --seeds 4,8,15 --steps 30 --truncation 1
     """
-    from curate.train.loop import TrainError, generate_images
+    from curate.train.loop import generate_images
 
-    try:
-        res = generate_images(run, seeds, out or Path(run) / "generated", psi=psi, cutoff=cutoff, steps=steps)
-    except TrainError as e:
-        raise click.UsageError(str(e)) from None
+    res = generate_images(run, seeds, out or Path(run) / "generated", psi=psi, cutoff=cutoff, steps=steps)
     strip = f" + {res['strip']}" if res["strip"] else ""
     click.echo(f"generate: {len(res['files'])} images at level {res['level']} (alpha {res['alpha']:.2f}, "
                f"kimg {res['kimg']:.3f}, psi {res['psi']}) -> {out or Path(run) / 'generated'}{strip}")

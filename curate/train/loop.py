@@ -37,12 +37,13 @@ import numpy as np
 from curate.dataset import schema as R
 from curate.core.atomic import write_json
 from curate.train.stylegan.config import RESUMABLE, TrainConfig, replace
+from curate.core.errors import CurateError
 
 CONFIG_FILE = "config.json"
 STATS_FILE = "stats.jsonl"
 
 
-class TrainError(Exception):
+class TrainError(CurateError):
     """A dataset or run folder that cannot be used (the CLI turns it into one line)."""
 
 

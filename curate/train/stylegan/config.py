@@ -7,10 +7,10 @@ of a square image; a 512x256 step costs about half a 512x512 one, so the 1-GPU t
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from curate.core.settings import SettingError, parse_assignments, typed_changes
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,12 @@ class TrainConfig:
     training_kimg: float = 600.0  # stabilise phase per level
     transition_kimg: float = 600.0  # fade-in phase per level
     total_kimg: float = 25000.0
-    minibatch: dict = field(default_factory=lambda: dict(NVLABS_MINIBATCH))
+    minibatch: dict[int, int] = field(default_factory=lambda: dict(NVLABS_MINIBATCH))
     minibatch_base: int = 4
     lrate_base: float = 0.001
-    g_lrate: dict = field(default_factory=lambda: dict(NVLABS_LRATE))
-    d_lrate: dict = field(default_factory=lambda: dict(NVLABS_LRATE))
-    tick_kimg: dict = field(default_factory=lambda: dict(NVLABS_TICK_KIMG))
+    g_lrate: dict[int, int | float] = field(default_factory=lambda: dict(NVLABS_LRATE))
+    d_lrate: dict[int, int | float] = field(default_factory=lambda: dict(NVLABS_LRATE))
+    tick_kimg: dict[int, int | float] = field(default_factory=lambda: dict(NVLABS_TICK_KIMG))
     tick_kimg_base: float = 160.0
     # optimisation and losses
     adam_beta1: float = 0.0
@@ -164,51 +164,15 @@ CONFIGS: dict[str, TrainConfig] = {
 
 
 def replace(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy with changes, each checked against the field's type (tables: JSON objects keyed by height)."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    clean = {}
-    for key, value in changes.items():
-        if key not in fields:
-            raise ValueError(f"unknown setting {key!r}; settings: {', '.join(sorted(fields))}")
-        default = getattr(TrainConfig(), key)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{key} takes true or false, not {value!r}")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{key} takes an integer, not {value!r}")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{key} takes a number, not {value!r}")
-            value = float(value)
-        elif isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise ValueError(f"{key} takes a JSON object keyed by height, e.g. {{\"256\": 8}}, not {value!r}")
-            try:
-                value = {int(k): v for k, v in value.items()}
-            except ValueError:
-                raise ValueError(f"{key}: keys must be image heights, e.g. {{\"256\": 8}}") from None
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise ValueError(f"{key} takes a string, not {value!r}")
-        clean[key] = value
-    out = dataclasses.replace(config, **clean)
+    """A copy with changes, each converted to the field's type by msgspec (tables: JSON objects keyed by height)."""
+    out = dataclasses.replace(config, **typed_changes(TrainConfig, changes))
     check(out)
     return out
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """`key=value` strings -> values (JSON when it parses: numbers, true/false, objects; else the string)."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{item!r} is not key=value")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
+    """`key=value` strings -> values, read by the one --set grammar (curate.core.settings)."""
+    return parse_assignments(items)
 
 
 def _pow2(n: int) -> bool:
@@ -216,27 +180,27 @@ def _pow2(n: int) -> bool:
 
 
 def check(c: TrainConfig) -> None:
-    """ValueError when settings contradict each other."""
+    """SettingError (a ValueError) when settings contradict each other."""
     if not _pow2(c.start_height) or c.start_height < 4:
-        raise ValueError(f"start_height {c.start_height} must be a power of two >= 4")
+        raise SettingError(f"start_height {c.start_height} must be a power of two >= 4")
     if c.end_height and (not _pow2(c.end_height) or c.end_height < c.start_height):
-        raise ValueError(f"end_height {c.end_height} must be a power of two >= start_height, or 0 for full size")
+        raise SettingError(f"end_height {c.end_height} must be a power of two >= start_height, or 0 for full size")
     if c.training_kimg < 0 or c.transition_kimg < 0 or c.training_kimg + c.transition_kimg <= 0:
-        raise ValueError("training_kimg and transition_kimg must be >= 0 and not both 0")
+        raise SettingError("training_kimg and transition_kimg must be >= 0 and not both 0")
     if c.total_kimg <= 0:
-        raise ValueError("total_kimg must be > 0")
+        raise SettingError("total_kimg must be > 0")
     for k in ("minibatch", "g_lrate", "d_lrate", "tick_kimg"):
         for h, v in getattr(c, k).items():
             if not _pow2(h) or not isinstance(v, (int, float)) or v <= 0:
-                raise ValueError(f"{k}: {h}: {v} is not a positive value for a power-of-two height")
+                raise SettingError(f"{k}: {h}: {v} is not a positive value for a power-of-two height")
     for h, mb in list(c.minibatch.items()) + [(0, c.minibatch_base)]:
         if not isinstance(mb, int) or mb % min(mb, c.mbstd_group):
-            raise ValueError(f"minibatch {mb} (height {h or 'base'}) must be an integer multiple of mbstd_group")
+            raise SettingError(f"minibatch {mb} (height {h or 'base'}) must be an integer multiple of mbstd_group")
     if not 0 <= c.style_mixing <= 1:
-        raise ValueError("style_mixing is a probability in [0, 1]")
+        raise SettingError("style_mixing is a probability in [0, 1]")
     if c.precision not in PRECISIONS:
-        raise ValueError(f"precision {c.precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise SettingError(f"precision {c.precision!r} is not one of {', '.join(PRECISIONS)}")
     if c.loss_scale_init < 1 or c.loss_scale_growth_steps < 1:
-        raise ValueError("loss_scale_init must be >= 1 and loss_scale_growth_steps >= 1")
+        raise SettingError("loss_scale_init must be >= 1 and loss_scale_growth_steps >= 1")
 
 
