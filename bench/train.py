@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from curate.train.stylegan.config import CONFIGS, replace  # noqa: E402
 from curate.testing.records import write_dataset  # noqa: E402
-from curate.train.loop import Trainer, open_dataset  # noqa: E402
+from curate.train.data import open_dataset  # noqa: E402
+from curate.train.steps import Trainer  # noqa: E402
 
 
 def time_steps(fn, batch, tf, steps: int, lr: float) -> float:

@@ -16,7 +16,8 @@ from curate.train.stylegan.loss import r1_penalty  # noqa: E402
 from curate.train.stylegan.networks import Discriminator, Generator  # noqa: E402
 from curate.train.stylegan.precision import LossScale  # noqa: E402
 from curate.testing.records import write_dataset  # noqa: E402
-from curate.train.loop import Trainer, _make_adam, open_dataset  # noqa: E402
+from curate.train.data import open_dataset  # noqa: E402
+from curate.train.steps import Trainer, make_adam  # noqa: E402
 
 TINY = Arch(full_height=64, full_width=32, fmap_base=64, fmap_max=8, latent_size=8, dlatent_size=8,
             mapping_layers=2, mapping_fmaps=8, fused_min=8)
@@ -105,7 +106,7 @@ def test_r1_inner_gradient_is_scaled_in_float16_and_unscaled_in_float32():
 
 def test_loss_scale_skips_overflowing_steps_halves_and_grows_again():
     v = tf.Variable([1.0, -2.0])
-    opt = _make_adam(tf, [v], 0.0, 0.99, 1e-8)
+    opt = make_adam(tf, [v], 0.0, 0.99, 1e-8)
     scale = LossScale(4.0, growth_steps=2)
 
     @tf.function(autograph=False)

@@ -13,7 +13,7 @@ tf = pytest.importorskip("tensorflow")
 from curate.cli import main  # noqa: E402
 from curate.train.stylegan.config import CONFIGS, replace  # noqa: E402
 from curate.testing.records import write_dataset  # noqa: E402
-from curate.train.loop import run_training  # noqa: E402
+from curate.train.run import run_training  # noqa: E402
 
 # 8x4 stable for 64 images, 16x8 faded in over 64, then stable: 5 ticks of 32 images, minibatch 8
 SETS = {"end_height": 16, "training_kimg": 0.064, "transition_kimg": 0.064, "total_kimg": 0.16, "minibatch_base": 8,
@@ -69,6 +69,47 @@ def test_smoke_run_writes_config_grids_stats_and_checkpoint(smoke_run, capsys):
     assert list(smoke_run.glob("events.out.tfevents.*"))
     assert "G/mapping/layers/0/w/.ATTRIBUTES/VARIABLE_VALUE" in _weights(smoke_run)
 
+
+
+def _events(run):
+    """(tag, step, value or image bytes) of every summary in a run's TensorBoard event files."""
+    out = []
+    for path in sorted(run.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for v in event.summary.value:
+                out.append((v.tag, event.step, tf.make_ndarray(v.tensor)))
+    return out
+
+
+def test_tensorboard_events_hold_the_tick_scalars_and_grids(smoke_run):
+    stats = [json.loads(line) for line in (smoke_run / "stats.jsonl").read_text().splitlines()]
+    events = _events(smoke_run)
+    scalars = {(tag, step): float(value) for tag, step, value in events if tag != "grids/fakes"}
+    steps = [round(s["kimg"] * 1000) for s in stats]
+    assert {tag for tag, _ in scalars} == {f"train/{k}" for k in ("loss_g", "loss_d", "r1", "score_real", "score_fake",
+                                                                  "alpha", "img_per_s", "resolution")} | {
+        "metrics/swd", "metrics/swd_level0"}
+    for s, step in zip(stats, steps):
+        assert scalars[("train/loss_g", step)] == pytest.approx(s["loss_g"], rel=1e-6)
+        assert scalars[("train/loss_d", step)] == pytest.approx(s["loss_d"], rel=1e-6)
+        assert scalars[("train/resolution", step)] == s["height"]
+    assert [(step, scalars[("metrics/swd", step)]) for step in steps if ("metrics/swd", step) in scalars] == [
+        (step, pytest.approx(s["swd"][-1], rel=1e-6)) for s, step in zip(stats, steps) if "swd" in s]
+    grids = [(step, value) for tag, step, value in events if tag == "grids/fakes"]
+    assert [step for step, _ in grids] == steps
+    width, height, png = grids[0][1]
+    assert (int(width), int(height)) == (4 * 8, 2 * 16)
+    from PIL import Image
+
+    assert np.array_equal(tf.io.decode_png(png).numpy(), np.asarray(Image.open(smoke_run / "fakes00001.png")))
+
+
+def test_importing_curate_train_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, curate.train, curate.train.cli; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 def test_generate_writes_images_and_a_strip(smoke_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:

@@ -44,7 +44,7 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
     """
     import json
 
-    from curate.train.loop import resume_config, run_training, summary_line
+    from curate.train.run import resume_config, run_training, summary_line
 
     try:  # a bad --set names the option (other errors reach curate.cli.main, which prints one line)
         changes = parse_set(list(sets))
@@ -102,7 +102,7 @@ def generate_command(run, seeds, psi, cutoff, steps, out):
       curate generate runs/00003-stylegan-512x256 --seeds 1-16 --truncation 0.5 -o samples
       curate generate runs/00003-stylegan-512x256 --seeds 4,8,15 --steps 30 --truncation 1
     """
-    from curate.train.loop import generate_images
+    from curate.train.generate import generate_images
 
     res = generate_images(run, seeds, out or Path(run) / "generated", psi=psi, cutoff=cutoff, steps=steps)
     strip = f" + {res['strip']}" if res["strip"] else ""
