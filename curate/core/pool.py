@@ -17,6 +17,19 @@ from typing import Callable, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+# The function a pool worker was handed when it started: state of the local runner's pool, set once
+# per worker process by its initializer, never by a unit.
+_worker_fn: Callable | None = None
+
+
+def _install(fn: Callable) -> None:
+    global _worker_fn
+    _worker_fn = fn
+
+
+def _call(item):
+    return _worker_fn(item)
+
 
 def default_workers() -> int:
     """One worker per core this process may use."""
@@ -38,12 +51,14 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: 
         return
     window = window or 2 * workers
     # fork (the default): workers inherit the loaded modules, so a task costs only its pickled arguments.
+    # fn goes to each worker once, at its start, not with every task: a unit's lazily loaded state (a
+    # cascade, a network) then lives as long as the worker instead of being rebuilt per item.
     ctx = multiprocessing.get_context(start_method)
-    ex = ProcessPoolExecutor(workers, mp_context=ctx)
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_install, initargs=(fn,))
     pending: deque = deque()
     try:
         for item in items:
-            pending.append(ex.submit(fn, item))
+            pending.append(ex.submit(_call, item))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:

@@ -1,4 +1,4 @@
-"""`curate train` and `curate generate`: thin commands over curate.train.loop (parse, validate once, run, summarise)."""
+"""`curate train` and `curate generate`: thin commands over curate.train.run (parse, validate once, run, summarise)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""The sample grids of a run (reals.png, fakes<tick>.png) and of `curate generate`."""
+"""The sample grids of a run (reals.png, fakes<tick>.png) and of `curate generate`, drawn by curate.core.grid."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
+
+from curate.core.grid import render_grid, upscale_to, write_png
 
 
 def grid_png(images: np.ndarray, cols: int, path: Path, height: int | None = None) -> None:
@@ -14,18 +15,7 @@ def grid_png(images: np.ndarray, cols: int, path: Path, height: int | None = Non
     With `height`, each image is first upscaled (nearest neighbour, by a whole factor) to it: grids
     show every level at the full size.
     """
-    from PIL import Image
-
-    from curate.core.atomic import atomic_path
-
-    f = height // images.shape[1] if height else 1
-    if f > 1:
-        images = images.repeat(f, axis=1).repeat(f, axis=2)
-    n, h, w, c = images.shape
-    rows = math.ceil(n / cols)
-    canvas = np.zeros((rows * h, cols * w, c), np.uint8)
-    for i, img in enumerate(images):
-        r, k = divmod(i, cols)
-        canvas[r * h:(r + 1) * h, k * w:(k + 1) * w] = img
-    with atomic_path(path) as tmp:
-        Image.fromarray(canvas).save(tmp, format="PNG")
+    if height:
+        images = upscale_to(images, height)
+    _, h, w, _ = images.shape
+    write_png(render_grid(list(images), cols, (w, h)), path)

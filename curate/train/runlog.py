@@ -7,7 +7,6 @@ fid} where measured, and the tick's sample grid as the image grids/fakes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +16,6 @@ from curate.train.runfolder import STATS_FILE
 LOG_FILE = "log.txt"
 TRAIN_SCALARS = ("loss_g", "loss_d", "r1", "score_real", "score_fake", "alpha", "img_per_s")
 PRECISION_SCALARS = ("loss_scale_g", "loss_scale_d", "overflow_g", "overflow_d")
-_DATA_CLASS_SCALAR, _DATA_CLASS_BLOB_SEQUENCE = 1, 3  # tensorflow/core/framework/summary.proto
 
 
 def progress_line(s: dict[str, Any]) -> str:
@@ -65,9 +63,6 @@ class RunLog:
 
         self.tf, self.run_dir, self.echo = tf, run_dir, echo
         self.writer = tf.summary.create_file_writer(str(run_dir))
-        # tf.summary.scalar/image are implemented by the tensorboard package, which tensorflow-cpu does
-        # not install; without it the same records go through tf.summary.write with their plugin's metadata
-        self.tensorboard = importlib.util.find_spec("tensorboard") is not None
 
     def tick(self, stats: dict[str, Any], nimg: int, grid: Path | None = None) -> None:
         """Record one tick's stats (TensorBoard step: images shown) and its sample grid PNG."""
@@ -86,22 +81,8 @@ class RunLog:
 
     def scalar(self, tag: str, value: float) -> None:
         """One float32 scalar at the writer's step."""
-        tf = self.tf
-        if self.tensorboard:
-            tf.summary.scalar(tag, float(value))
-            return
-        meta = tf.compat.v1.SummaryMetadata(plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"),
-                                            data_class=_DATA_CLASS_SCALAR)
-        tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=meta)
+        self.tf.summary.scalar(tag, float(value))
 
     def image(self, tag: str, png: bytes) -> None:
         """One PNG image at the writer's step."""
-        tf = self.tf
-        image = tf.io.decode_png(png)
-        if self.tensorboard:
-            tf.summary.image(tag, image[None])
-            return
-        meta = tf.compat.v1.SummaryMetadata(plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="images"),
-                                            data_class=_DATA_CLASS_BLOB_SEQUENCE)
-        h, w = image.shape[0], image.shape[1]
-        tf.summary.write(tag, tf.constant([str(w), str(h), png]), metadata=meta)  # the images plugin's layout
+        self.tf.summary.image(tag, self.tf.io.decode_png(png)[None])
