@@ -126,7 +126,7 @@ _LIMIT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[4])
     import cv2, numpy as np
     from PIL import Image
-    from curate.crop.runner import CropConfig
+    from curate.crop import CropConfig
     from curate.core.pool import ordered_map
 
     files, cascade, workers = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -155,7 +155,7 @@ _DETECTOR = textwrap.dedent("""
     sys.path.insert(0, sys.argv[4])
     import cv2, numpy as np
     from PIL import Image
-    from curate.crop.runner import CropConfig
+    from curate.crop import CropConfig
     from curate.core.pool import ordered_map
 
     files, cascade, workers = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -202,7 +202,8 @@ _CURATE = textwrap.dedent("""
     import json, sys, time
     sys.path.insert(0, sys.argv[4])
     from curate.crop.cascades import sha256_of
-    from curate.crop.runner import CropConfig, open_sources, run_crop
+    from curate.crop import CropConfig
+    from curate.crop.runner import open_sources, run_crop
     folder, cascade, workers, _, out, max_upscale = sys.argv[1:7]
     sources, _ = open_sources(folder)
     t = time.perf_counter()

@@ -33,7 +33,7 @@ def main() -> None:
     import tensorflow as tf
 
     from curate.score.illust2vec import build_model, preprocess
-    from curate.score.runner import Illustration2VecScorer
+    from curate.score.scorer import Illustration2VecScorer
 
     gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU: {gpus[0].name}" if gpus else f"CPU only ({os.cpu_count()} cores; no GPU is lent to this task)"

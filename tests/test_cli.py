@@ -59,7 +59,7 @@ def test_a_curate_error_from_a_stage_is_one_line(tmp_path, capsys):
     """Any CurateError subclass that escapes a command: `curate <cmd>: error: <message>`, no traceback."""
     from curate.cli import main
     from curate.core.errors import CurateError
-    from curate.crop.runner import InputError as CropInputError
+    from curate.core.errors import InputError as CropInputError
     from curate.fetch.client import FetchError
     from curate.filter.metadata import InputError as FilterInputError
     from curate.review.session import ReviewInputError

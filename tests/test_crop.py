@@ -18,18 +18,8 @@ from PIL import Image
 
 from curate import cli
 from curate.crop.cascades import ANIMEFACE_FILE, CASCADE_DIR, load_cascade, sha256_of
-from curate.crop.runner import (
-    PARTS_DIR,
-    CropConfig,
-    Cropper,
-    Source,
-    detect_faces,
-    detector_input,
-    folder_crop_base,
-    open_sources,
-    run_crop,
-    stats_path,
-)
+from curate.crop.cropper import CropConfig, Cropper, Source, detect_faces, detector_input
+from curate.crop.runner import PARTS_DIR, folder_crop_base, open_sources, run_crop, stats_path
 from curate.core.image import decode_image
 from curate.core.workdir import CROPS_SCHEMA, Workdir
 
@@ -202,7 +192,8 @@ def test_same_input_gives_identical_outputs_with_any_worker_count(tmp_path, casc
 
 _RUN = """
 import sys
-from curate.crop.runner import CropConfig, open_sources, run_crop
+from curate.crop import CropConfig
+from curate.crop.runner import open_sources, run_crop
 from curate.crop.cascades import sha256_of
 src, work, cascade = sys.argv[1:4]
 sources, _ = open_sources(src)

@@ -11,7 +11,8 @@ from curate.testing.danbooru_api import FakeDanbooru
 
 from curate.testing.metadata import metadata_lines
 from curate.filter.metadata import image_path
-from curate.pipeline.runner import PipelineError, load, parse_value, plan, resolve, run
+from curate.core.settings import parse_value
+from curate.pipeline.runner import PipelineError, load, plan, resolve, run
 
 
 @pytest.fixture

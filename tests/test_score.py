@@ -11,9 +11,8 @@ import pytest
 
 from curate.cli import main
 from curate.score.models import ModelError, install_illustration2vec, load_illustration2vec
-from curate.score.runner import (
-    Illustration2VecScorer, ScoreRules, decide, image_stats, inspect_crop, run_score, summary_line,
-)
+from curate.score.runner import run_score, summary_line
+from curate.score.scorer import Illustration2VecScorer, ScoreRules, decide, image_stats, inspect_crop
 from curate.core.workdir import CROPS_SCHEMA, SCORES_SCHEMA, Workdir
 from curate.testing.i2v import numpy_forward, numpy_preprocess, random_weights, write_caffemodel, write_tags
 

@@ -46,7 +46,7 @@ def test_changes_are_converted_to_the_field_types_with_one_line_errors():
 
 def test_defaults_come_from_the_config_class():
     assert default_of(_Config, "rate") == 0.5 and default_of(_Config, "table") == {8: 4}
-    from curate.crop.runner import CropConfig
+    from curate.crop import CropConfig
 
     assert default_of(CropConfig, "scale_factor") == 1.1  # a class with required fields: no instance needed
 

@@ -1,0 +1,1 @@
+"""Shared machinery: atomic writes, the pool, the one image reader, grid renderer, HTTP client, settings and errors."""

@@ -66,34 +66,28 @@ CREATE INDEX IF NOT EXISTS decisions_crop ON decisions (crop_id, seq);
 """
 
 
+class _Inside:
+    """A path inside the workdir, read as an attribute: `Workdir(w).crops_table` is `w/crops.parquet`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, workdir: Workdir | None, owner: type | None = None):
+        return self if workdir is None else workdir.root / self.name
+
+
 @dataclass(frozen=True)
 class Workdir:
     """Paths inside one workdir."""
 
     root: Path
+    crops_dir = _Inside("crops")
+    crops_table = _Inside("crops.parquet")
+    scores_table = _Inside("scores.parquet")
+    review_db = _Inside("review.sqlite")
 
     def __init__(self, root: str | os.PathLike):
         object.__setattr__(self, "root", Path(root))
-
-    @property
-    def crops_dir(self) -> Path:
-        return self.root / "crops"
-
-    @property
-    def crops_table(self) -> Path:
-        return self.root / "crops.parquet"
-
-    @property
-    def scores_table(self) -> Path:
-        return self.root / "scores.parquet"
-
-    @property
-    def review_db(self) -> Path:
-        return self.root / "review.sqlite"
-
-    @property
-    def overlays_dir(self) -> Path:
-        return self.root / "overlays"
 
     @staticmethod
     def crop_file(crop_id: str, ext: str = "png") -> str:

@@ -31,7 +31,6 @@ ANIMEFACE_SIZE = 246945
 ANIMEFACE_WHEEL = "danbooru-utility==0.1.20"
 ANIMEFACE_MEMBER = "danbooru/lbpcascade_animeface.xml"
 FRONTALFACE_FILE = "haarcascade_frontalface_default.xml"
-NAMES = ("animeface", "frontalface")
 
 
 class CascadeError(CurateError):

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from curate.core.settings import default_of
-from curate.crop.runner import CropConfig
+from curate.crop.cropper import CropConfig
 
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 

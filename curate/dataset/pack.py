@@ -157,36 +157,32 @@ def slot_bytes(sizes: tuple[tuple[int, int], ...]) -> int:
 
 # The local runner's arena: a named shared-memory block. A worker frames a crop's records into its
 # slot and returns only a reason, and the main process writes and hashes straight from the slot.
-# Records never go through a pipe or pickle (about a third of pack's CPU time when they did). Workers
-# attach by name on first use, so the pool may fork or spawn; nothing is inherited.
-_attached: list[tuple[str, shared_memory.SharedMemory]] = []  # the arena this process attached last
-
-
-def _attach(name: str) -> memoryview:
-    if not _attached or _attached[0][0] != name:
-        _detach()
-        _attached.append((name, shared_memory.SharedMemory(name)))
-    return _attached[0][1].buf
-
-
-def _detach() -> None:
-    while _attached:
-        with contextlib.suppress(BufferError):
-            _attached.pop()[1].close()
-
-
-@dataclass(frozen=True)
+# Records never go through a pipe or pickle (about a third of pack's CPU time when they did). Each
+# worker's SlotEncoder attaches by name on first use, so the pool may fork or spawn; nothing is inherited.
 class SlotEncoder:
     """encode_into() for the local pool: called with (first slot, paths), fills consecutive slots of the arena named `arena`."""
 
-    sizes: tuple[tuple[int, int], ...]
-    arena: str  # the SharedMemory name
+    def __init__(self, sizes: tuple[tuple[int, int], ...], arena: str):
+        self.sizes, self.arena = sizes, arena  # arena: the SharedMemory name
+        self._shm: shared_memory.SharedMemory | None = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_shm": None}  # each process attaches for itself
 
     def __call__(self, item: tuple[int, list[str]]) -> list[tuple[str | None, str]]:
         first, paths = item
         n = slot_bytes(self.sizes)
-        arena = _attach(self.arena)
+        if self._shm is None:
+            self._shm = shared_memory.SharedMemory(self.arena)
+        arena = self._shm.buf
         return [encode_into(p, self.sizes, np.frombuffer(arena, np.uint8, n, (first + i) * n)) for i, p in enumerate(paths)]
+
+    def close(self) -> None:
+        """Detach from the arena (an in-process run attaches in the main process too)."""
+        if self._shm is not None:
+            with contextlib.suppress(BufferError):
+                self._shm.close()
+            self._shm = None
 
 
 def probe_size(paths: list[str], tries: int = 20) -> tuple[int, int]:
@@ -425,7 +421,7 @@ def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, l
     resumed_at = state["done"] or None
     skipped: list[dict[str, str]] = state["skipped"]
     written = 0
-    arena = None
+    arena = encoder = None
     try:
         if state["state"] == "packing":
             try:
@@ -449,7 +445,8 @@ def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, l
             since = 0
             with tqdm(total=len(paths), initial=state["done"], desc="pack", unit="crop", disable=not progress,
                       dynamic_ncols=True) as bar, memoryview(arena.buf) as mv:
-                results = ordered_map(SlotEncoder(tuple(sizes), arena.name), chunks, workers, window=window)
+                encoder = SlotEncoder(tuple(sizes), arena.name)
+                results = ordered_map(encoder, chunks, workers, window=window)
                 for j, chunk in enumerate(results):
                     for slot, (reason, detail) in enumerate(chunk, (j % window) * chunk_size):
                         if reason is not None:
@@ -483,8 +480,9 @@ def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, l
     finally:
         for w in writers:
             w.close()
+        if encoder is not None:
+            encoder.close()
         if arena is not None:
-            _detach()  # an in-process run (workers=1) attached here too
             arena.close()
             arena.unlink()
 

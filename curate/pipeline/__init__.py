@@ -1,0 +1,1 @@
+"""Pipeline files (pipelines/*.toml) and `curate run`."""

@@ -30,7 +30,7 @@ import click
 from curate import __version__
 from curate.core.atomic import write_json
 from curate.core.errors import CurateError
-from curate.core.settings import SettingError, convert, parse_assignment, parse_value  # noqa: F401 (parse_value: the one grammar)
+from curate.core.settings import SettingError, convert, parse_assignment
 
 
 class PipelineError(CurateError):

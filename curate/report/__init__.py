@@ -1,0 +1,1 @@
+"""`curate report`: one HTML page of what every stage did."""

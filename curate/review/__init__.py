@@ -1,0 +1,1 @@
+"""Stage 4, review: a browser grid where a person rejects bad crops; decisions in review.sqlite."""

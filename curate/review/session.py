@@ -35,7 +35,6 @@ import pyarrow.parquet as pq
 from curate.core.workdir import REVIEW_SQL, REVIEW_STATUSES, Workdir, latest_decisions
 from curate.core.errors import CurateError
 
-PENDING, ACCEPTED, REJECTED = (REVIEW_STATUSES.index(s) for s in ("pending", "accepted", "rejected"))
 SORTS = {
     "score": "person score, lowest (most doubtful) first",
     "-score": "person score, highest first",

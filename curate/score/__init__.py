@@ -3,6 +3,6 @@
 Light on purpose: TensorFlow loads only when a CropScorer first needs the network.
 """
 
-from curate.score.runner import CropScorer, ScoreRules
+from curate.score.scorer import CropScorer, ScoreRules
 
 __all__ = ["CropScorer", "ScoreRules"]

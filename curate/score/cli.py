@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from curate.core.settings import default_of
-from curate.score.runner import SCORERS, ScoreRules, run_score, summary_line
+from curate.score.runner import run_score, summary_line
+from curate.score.scorer import SCORERS, ScoreRules
 
 _D = ScoreRules()
 

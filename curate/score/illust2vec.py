@@ -28,7 +28,6 @@ GROUPS = {
     "copyright": (1024, 1536),
     "rating": (1536, 1539),  # safe, questionable, explicit, in that order
 }
-RATINGS = ("safe", "questionable", "explicit")
 
 # (name, output channels); "pool" entries are 2x2/2 max pools. Input to conv1_1 is BGR (3 channels).
 ARCHITECTURE: tuple[tuple[str, int], ...] = (

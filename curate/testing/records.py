@@ -1,4 +1,4 @@
-"""Seeded synthetic 2:1 images packed with curate.dataset.schema' writers: tiny datasets for tests and benches."""
+"""Seeded synthetic 2:1 images packed with curate.dataset.schema's writers: tiny datasets for tests and benches."""
 
 from __future__ import annotations
 
