@@ -49,7 +49,8 @@ def score_command(workdir, scorer, min_person, min_confidence, min_contrast, max
     person probability (the largest of 1girl, 2girls, multiple girls, 1boy, ..., solo), the three
     rating probabilities and its top general tags. Without it the heuristic scorer runs: detector
     confidence plus image checks; it has no person probability and says so. Either way crops that
-    are unreadable, flat, have too few colours or are blurry are rejected with that reason.
+    cannot be read (rejected with the reader's code: missing_file, truncated, corrupt, ...), are
+    flat, have too few colours or are blurry are rejected with that reason.
     Resumable: a killed run continues at the next chunk; changing only thresholds re-decides
     without re-scoring.
 
