@@ -14,20 +14,8 @@ from curate.score.models import ModelError, install_illustration2vec, load_illus
 from curate.score.runner import run_score, summary_line
 from curate.score.scorer import Illustration2VecScorer, ScoreRules, decide, image_stats, inspect_crop
 from curate.core.workdir import CROPS_SCHEMA, SCORES_SCHEMA, Workdir
+from curate.testing.images import textured
 from curate.testing.i2v import numpy_forward, numpy_preprocess, random_weights, write_caffemodel, write_tags
-
-
-def textured(seed: int) -> np.ndarray:
-    """A drawn, shaded 512x256 picture: fills, outlines and gradients, like a crop of an illustration."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((512, 256, 3), np.uint8)
-    img[:] = np.linspace(60, 200, 512, dtype=np.uint8)[:, None, None]
-    for _ in range(25):
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        centre = (int(rng.integers(0, 256)), int(rng.integers(0, 512)))
-        cv2.circle(img, centre, int(rng.integers(10, 80)), colour, -1, cv2.LINE_AA)
-        cv2.circle(img, centre, int(rng.integers(10, 80)), (20, 20, 20), 2, cv2.LINE_AA)
-    return img
 
 
 def bad_crops() -> dict[str, np.ndarray]:

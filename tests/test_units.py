@@ -16,7 +16,6 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import shared_memory
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -46,17 +45,10 @@ def roundtrip(unit):
 
 
 def crop_png(seed: int = 0) -> bytes:
-    """A 512x256 (height x width) drawn-looking PNG crop: shaded gradient plus discs, like test_score's."""
-    import cv2
+    """A 512x256 (height x width) drawn-looking PNG crop (curate.testing.images.textured)."""
+    from curate.testing.images import textured
 
-    rng = np.random.default_rng(seed)
-    img = np.zeros((512, 256, 3), np.uint8)
-    img[:] = np.linspace(60, 200, 512, dtype=np.uint8)[:, None, None]
-    for _ in range(25):
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        centre = (int(rng.integers(0, 256)), int(rng.integers(0, 512)))
-        cv2.circle(img, centre, int(rng.integers(10, 80)), colour, -1, cv2.LINE_AA)
-        cv2.circle(img, centre, int(rng.integers(10, 80)), (20, 20, 20), 2, cv2.LINE_AA)
+    img = textured(seed)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, "PNG")
     return buf.getvalue()
