@@ -4,19 +4,21 @@ Subcommands load lazily, so `curate filter` never imports what `curate train` ne
 option, a missing input) prints a single line that says what to do, never a traceback: click's own
 errors, and any `curate.core.errors.CurateError` a stage raises, as `curate <cmd>: error: <message>`.
 Exit codes: 2 for misuse and unusable input (click's usage errors and most CurateErrors), 1 for a
-failure outside the request (a CurateError with exit_code 1, e.g. no network for `curate fetch`),
-130 when interrupted.
+failure outside the request (a CurateError with exit_code 1, e.g. no network for `curate fetch`, or
+any OSError that escapes a command: a full, read-only or failing disk, named with its path), 130 when
+interrupted. `CURATE_DEBUG=1` lets an OSError's traceback through, for bug reports.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
 
 from curate import __version__
-from curate.core.errors import CurateError
+from curate.core.errors import CurateError, environment_failure
 
 # name -> "module:attribute"; the order here is the order `curate --help` lists them.
 COMMANDS = {
@@ -61,6 +63,13 @@ class StageGroup(click.Group):
         except CurateError as e:
             where = getattr(e, "command_path", None) or f"{ctx.command_path} {ctx.invoked_subcommand}"
             raise StageFailure(e, where) from None
+        except OSError as e:
+            # The machine failed the command (a full or read-only disk, a permission, an I/O error):
+            # one line naming the path and the cause. CURATE_DEBUG=1 shows the traceback instead.
+            if os.environ.get("CURATE_DEBUG"):
+                raise
+            where = f"{ctx.command_path} {ctx.invoked_subcommand}"
+            raise StageFailure(environment_failure(e), where) from None
 
 
 class LazyGroup(StageGroup):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +43,79 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
         yield b
         b.close()
+
+
+# --- the fault kit: small disks, read-only folders, the CLI as a user runs it -------------------------
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A folder on its own small tmpfs (256 KiB), to fill up: needs root and mount(8), skips elsewhere.
+
+    Yields (path, grow): `grow(kib)` remounts it bigger, as when a user frees space, without touching
+    what it holds."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a full-disk test mounts a small tmpfs: needs root and mount(8)")
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)):
+        pytest.skip("mount -t tmpfs was refused here (no CAP_SYS_ADMIN)")
+
+    def grow(kib: int) -> None:
+        assert _mount("-o", f"remount,size={kib}k", str(where))
+
+    try:
+        yield where, grow
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder that even root cannot write (a read-only bind mount): needs root and mount(8)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only test bind-mounts a folder read-only: needs root and mount(8)")
+    where = tmp_path / "ro"
+    where.mkdir()
+    if not (_mount("--bind", str(where), str(where)) and _mount("-o", "remount,bind,ro", str(where))):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+        pytest.skip("a read-only bind mount was refused here (no CAP_SYS_ADMIN)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def run_curate(*args, cwd=None, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m curate ARGS` in a fresh process, as a user runs it; text output captured."""
+    return subprocess.run([sys.executable, "-m", "curate", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *words: str, code: int | None = None) -> str:
+    """The command failed with one line on stderr (no traceback) that contains each of `words`."""
+    err = r.stderr.strip()
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr[-3000:]
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    if code is not None:
+        assert r.returncode == code, (r.returncode, err)
+    last = err.splitlines()[-1] if err else ""
+    assert "error:" in last, err
+    for w in words:
+        assert w in last, (w, last)
+    return last
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group `pgid` is still running (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False

@@ -56,17 +56,19 @@ def scratch_path(dest: str | os.PathLike, role: str) -> Path:
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `dest`, on any error it is removed."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(dest)
     tmp = _temp_name(dest)
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(dest)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and (e.filename is None or str(e.filename) == str(tmp)):
+            e.filename = str(dest)  # name the file the user asked for, not our hidden temporary
         raise
 
 
