@@ -222,6 +222,31 @@ def test_an_environment_error_inside_the_unit_is_raised_not_recorded_as_a_crop_e
     assert not (tmp_path / "w" / LOCK_FILE).exists()
 
 
+def test_no_file_descriptors_left_is_raised_not_recorded_as_an_unreadable_image(tmp_path, volume):
+    import resource
+
+    from curate.crop.cropper import CropConfig, Cropper, Source
+    from curate.crop.runner import _CropAndWrite
+
+    worker = _CropAndWrite(Cropper(CropConfig(cascade="unused", cascade_sha256="")), tmp_path, None)
+    image = volume / "copy0" / "2142266.jpg"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    try:  # a real EMFILE: every descriptor below a lowered limit taken
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 8, hard))
+        with pytest.raises(OSError) as full:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        assert full.value.errno == errno.EMFILE
+        with pytest.raises(OSError) as info:
+            worker(Source(str(image), image.name, "x"))
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert info.value.errno == errno.EMFILE and info.value.filename == str(image)
+
+
 def test_a_read_only_workdir_is_one_line_naming_it(read_only_dir, tmp_path, capsys, cascade):
     (tmp_path / "in").mkdir()
     for out in (read_only_dir, read_only_dir / "w"):  # an existing workdir, and one to create
