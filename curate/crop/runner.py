@@ -307,7 +307,7 @@ def _run_locked(sources: list[Source], wd: Workdir, config: CropConfig, workers:
             for i in todo:
                 counts, rows = _new_counts(), []
                 for src in chunks[i]:
-                    r = next(results) if src.reason is None else ImageResult(src.source, src.reason, src.detail)
+                    r = next(results) if src.reason is None else ImageResult(src.source, reason=src.reason, detail=src.detail)
                     _add(counts, r)
                     rows.extend(r.rows)
                     bar.update(1)
