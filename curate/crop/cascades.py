@@ -73,8 +73,11 @@ def resolve_cascade(spec: str, cascade_dir: str | os.PathLike | None = None) -> 
             raise CascadeError(f"OpenCV's frontal-face cascade is not at {path}; reinstall opencv-python-headless")
         return path
     path = Path(spec)
+    if path.is_dir():
+        raise CascadeError(f"cascade {spec!r} is a folder; give a cascade XML file, 'animeface' or 'frontalface'")
     if not path.is_file():
-        raise CascadeError(f"cascade {spec!r} is neither 'animeface', 'frontalface' nor an existing file")
+        what = "not a regular file" if path.exists() else "neither 'animeface', 'frontalface' nor an existing file"
+        raise CascadeError(f"cascade {spec!r} is {what}")
     return path
 
 
@@ -82,9 +85,15 @@ def load_cascade(path: str | os.PathLike):
     """A cv2.CascadeClassifier for `path`; CascadeError if OpenCV cannot read it."""
     import cv2
 
-    clf = cv2.CascadeClassifier(str(path))
-    if clf.empty():
-        raise CascadeError(f"OpenCV cannot load {path} as a cascade classifier (not a cascade XML file?)")
+    try:
+        clf = cv2.CascadeClassifier(str(path))
+    except (cv2.error, SystemError):
+        # Not XML/YAML at all (/etc/passwd): OpenCV's parser raises (as a SystemError from the
+        # constructor) instead of giving an empty classifier.
+        clf = None
+    if clf is None or clf.empty():
+        raise CascadeError(f"OpenCV cannot load {path} as a cascade classifier (not a cascade XML file); "
+                           "give a cascade XML file, 'animeface' or 'frontalface'")
     return clf
 
 

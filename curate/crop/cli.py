@@ -71,18 +71,30 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
                  pad, size, max_upscale, max_faces, fmt, max_pixels, overlays, workers, progress):
     """Find faces in INPUT and cut a 2:1 portrait (512x256 by default) around each.
 
-    INPUT is a filtered table from `curate filter` (with --dataset-root) or a folder of images.
+    INPUT is a filtered table from `curate filter` (with --dataset-root), a folder of images (searched
+    below; symlinked folders and names starting with '.' are not entered) or one image file.
     Each crop's box is k face widths wide and twice as tall, the face centred in its upper half;
     see docs/crop-geometry.md. Unreadable images, images without a face and faces whose crop
     would not fit or would be upscaled too much are counted by reason in WORKDIR/crops.stats.json.
-    A killed run resumes where it stopped; the same input gives the same output.
+    In a folder, an entry named like an image that is no file is counted too, never opened:
+    broken_link (a dangling symlink or a symlink loop), not_a_file (a folder, FIFO, socket or
+    device); other entries are counted by kind in the stats' inputs.ignored_files (other_extension,
+    hidden, folder_link, broken_link, not_a_file, unreadable_folder).
+
+    A killed run resumes where it stopped; the same input gives the same output. One run at a time
+    writes a WORKDIR (a second one stops with an error while the first lives). A full or read-only
+    disk, or an I/O error, stops the run (exit 1) without blaming an image: free space and run the
+    same command again to resume. WORKDIR and --overlays must lie outside the input folder and the
+    dataset root.
 
     \b
     Examples:
       curate crop work/filtered.parquet --dataset-root /data/danbooru2018 --out work
       curate crop ~/pictures/anime --out work --overlays work/overlays --max-faces 1
       curate crop photos/ --cascade frontalface --k 2.5 --format jpg --out work-photos
+      curate crop poster.png --out work-one
     """
+    from curate.core.paths import refuse_output_among_inputs
     from curate.crop.cascades import CascadeError, load_cascade, resolve_cascade, sha256_of
     from curate.crop.runner import open_sources, run_crop, summary_line
 
@@ -90,9 +102,15 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
         raise click.BadParameter(f"--min-k {min_k} is larger than --k {k}", param_hint="--min-k")
     if input_path.is_file() and dataset_root is not None and not dataset_root.is_dir():
         raise click.BadParameter(f"{dataset_root} is not a folder", param_hint="--dataset-root")
+    # Crops written into what is read would be read back as input next time (a folder), or pollute
+    # a dataset root; a filtered table inside the workdir is fine.
+    roots = [dataset_root] if dataset_root is not None and not input_path.is_dir() else []
+    for option, target in (("--out", out), ("--overlays", overlays)):
+        if target is not None:
+            refuse_output_among_inputs(target, inputs=[input_path], roots=roots, option=option)
     try:
         path = resolve_cascade(cascade)
-        load_cascade(path)
+        load_cascade(path)  # once, here: a file that is no cascade is a one-line error, not every image's
     except CascadeError as e:
         raise click.BadParameter(str(e), param_hint="--cascade") from None
     config = CropConfig(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from curate.core.errors import is_environment_error
 from curate.core.image import Decoded, DecodeFailure, decode_image
 from curate.crop.geometry import Box, Portrait, min_source_height, portrait_box, scale_box, smallest_useful_face
 from curate.core.workdir import Workdir
@@ -72,12 +73,18 @@ class CropConfig:
 
 @dataclass(frozen=True)
 class Source:
-    """One source image: its path on disk, its name in the tables, and its post id (None for a folder)."""
+    """One source image: its path on disk, its name in the tables, and its post id (None for a folder).
+
+    `reason` is set when listing the folder already showed the entry cannot be read as a file (a FIFO,
+    a folder named like an image, a dangling symlink): the runner records that reason and never opens it.
+    """
 
     path: str
     source: str
     crop_base: str  # crop ids are f"{crop_base}_{face_index}"
     post_id: int | None = None
+    reason: str | None = None  # curate.crop.runner.LISTING_REASONS
+    detail: str = ""
 
 
 @dataclass
@@ -157,12 +164,16 @@ class Cropper:
         Bad input has its own reason codes (curate.core.image). Anything else that goes wrong with one
         image (a file that defeats the decoder in a new way, or a bug) becomes reason `crop_error` with
         the exception in the detail and no crops, so one image never costs the run. The cascade is
-        loaded outside this guard: a broken cascade is the run's problem, not an image's.
+        loaded outside this guard: a broken cascade is the run's problem, not an image's. So is the
+        machine's (out of memory, no file descriptors left: curate.core.errors.is_environment_error):
+        that error is raised, so that the run stops and a resume redoes this image.
         """
         self.classifier  # noqa: B018
         try:
             return self._crop(src, data)
         except Exception as e:  # noqa: BLE001
+            if is_environment_error(e):
+                raise
             return ImageResult(src.source, reason="crop_error", detail=f"{type(e).__name__}: {e}")
 
     def _crop(self, src: Source, data: bytes) -> ImageResult:

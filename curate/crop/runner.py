@@ -6,14 +6,22 @@ pipe) and records finished work in chunks: a chunk's crop images are written fir
 and counts as a part file, atomically. A killed run redoes at most the chunks in flight; the final
 crops.parquet is assembled from the parts in input order, so the same input gives byte-identical
 outputs.
+
+One run at a time writes a workdir: the run holds WORKDIR/.crop.lock (curate.core.lock) and a second
+one refuses with one line. A failure of the machine (a full or read-only disk, an I/O error, no file
+descriptors left: curate.core.errors.is_environment_error) stops the run instead of being recorded
+as the image's fault; the chunks finished before it are kept, and the same command resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -30,14 +38,32 @@ from curate.core.image import DECODE_REASONS, DecodeFailure, read_bytes
 from curate.crop.geometry import min_source_height
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import CROPS_SCHEMA, Workdir
-from curate.core.errors import InputError
+from curate.core.errors import InputError, environment_failure, is_environment_error
+from curate.core.lock import stage_lock
 from curate.crop.cropper import CropConfig, Cropper, FACE_REASONS, ImageResult, Source
 
-IMAGE_REASONS = DECODE_REASONS + ("no_face", "crop_error")
+# Entries of a folder named like an image that the listing already knows cannot be read: they are
+# counted by these reasons (never opened: a FIFO would block the run forever).
+LISTING_REASONS: dict[str, str] = {
+    "broken_link": "a symlink whose target does not exist, or a symlink loop",
+    "not_a_file": "a folder, FIFO, socket or device named like an image",
+}
+UNREAD_REASONS = DECODE_REASONS + tuple(LISTING_REASONS)  # images that gave no pixels at all
+IMAGE_REASONS = UNREAD_REASONS + ("no_face", "crop_error")
+# What else a folder held, by kind (the stats' inputs.ignored_files); none of it is read.
+IGNORED_KINDS: dict[str, str] = {
+    "other_extension": "a file whose extension is not an image's",
+    "hidden": "a file or folder whose name starts with '.' (not entered)",
+    "folder_link": "a symlink to a folder (not followed: it could loop)",
+    "broken_link": "a dangling symlink or a symlink loop",
+    "not_a_file": "a FIFO, socket or device",
+    "unreadable_folder": "a folder that could not be listed (permissions)",
+}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 CHUNK = 128  # images per part file: the unit of resumption
 FAILURE_SAMPLES = 100
 PARTS_DIR = ".crop-parts"
+LOCK_FILE = ".crop.lock"
 
 
 @dataclass
@@ -51,6 +77,8 @@ class _CropAndWrite:
     def __call__(self, src: Source) -> ImageResult:
         data = read_bytes(src.path)
         if isinstance(data, DecodeFailure):
+            if data.reason == "unreadable":
+                _raise_environment_error(src.path)
             return ImageResult(src.source, reason=data.reason, detail=data.detail)
         res = self.cropper(src, data)
         for row, crop in zip(res.rows, res.crops):
@@ -59,6 +87,19 @@ class _CropAndWrite:
             write_bytes(self.overlays / "images" / f"{src.crop_base}.jpg", res.overlay)
         res.crops, res.overlay = [], None  # written here: the bytes need not travel back to the main process
         return res
+
+
+def _raise_environment_error(path: str) -> None:
+    """Raise the OSError that made `path` unreadable if it is the machine's (EIO, EMFILE), not the file's.
+
+    The failure path only: read_bytes() keeps no errno, so the open is tried once more.
+    """
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        if is_environment_error(e):
+            raise
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -73,24 +114,24 @@ def folder_crop_base(rel: str) -> str:
     return f"{slug}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
 
 
-def open_sources(input_path: str | os.PathLike, dataset_root: str | os.PathLike | None = None) -> tuple[list[Source], int]:
-    """The images to crop, in a deterministic order, and how many files a folder had that are not images."""
+def open_sources(input_path: str | os.PathLike,
+                 dataset_root: str | os.PathLike | None = None) -> tuple[list[Source], dict[str, int]]:
+    """The images to crop, in a deterministic order, and what else a folder held, counted by kind.
+
+    INPUT is a folder of images, one image file, or a filtered table (with `dataset_root`).
+    """
     p = Path(input_path)
     if p.is_dir():
-        sources, ignored = [], 0
-        for f in sorted(p.rglob("*"), key=lambda q: q.relative_to(p).as_posix()):
-            if not f.is_file() or any(part.startswith(".") for part in f.relative_to(p).parts):
-                continue
-            if f.suffix.lower() not in IMAGE_EXTS:
-                ignored += 1
-                continue
-            rel = f.relative_to(p).as_posix()
-            sources.append(Source(str(f), rel, folder_crop_base(rel)))
-        return sources, ignored
+        return list_folder(p)
+    if not p.exists():
+        raise InputError(f"{p} does not exist; give a filtered table (.parquet), a folder of images or an image")
     if not p.is_file():
-        raise InputError(f"{p} does not exist; give a filtered table (.parquet) or a folder of images")
+        raise InputError(f"{p} is not a regular file; give a filtered table (.parquet), a folder of images or an image")
+    if p.suffix.lower() in IMAGE_EXTS:
+        return [Source(str(p), p.name, folder_crop_base(p.name))], {}
     if dataset_root is None:
-        raise InputError("a filtered table needs --dataset-root (the folder its 'path' column is relative to)")
+        raise InputError(f"{p} is read as a filtered table, which needs --dataset-root (the folder its 'path' "
+                         f"column is relative to); an image must end in one of {', '.join(IMAGE_EXTS)}")
     try:
         table = pq.read_table(p, columns=["id", "path"])
     except Exception as e:
@@ -98,7 +139,74 @@ def open_sources(input_path: str | os.PathLike, dataset_root: str | os.PathLike 
     root = Path(dataset_root)
     ids = table.column("id").to_pylist()
     paths = table.column("path").to_pylist()
-    return [Source(str(root / rel), rel, str(int(i)), int(i)) for i, rel in zip(ids, paths)], 0
+    return [Source(str(root / rel), rel, str(int(i)), int(i)) for i, rel in zip(ids, paths)], {}
+
+
+def list_folder(folder: Path) -> tuple[list[Source], dict[str, int]]:
+    """Every image under `folder` (symlinked folders not followed), sorted by relative path; the rest by kind.
+
+    Nothing is opened: an entry named like an image that is not a regular file (after its symlink) is
+    a Source with a LISTING_REASONS reason, so it is counted in the funnel; anything else that is not
+    an image is counted in IGNORED_KINDS. Regular files cost no stat (scandir's d_type).
+    """
+    sources: list[Source] = []
+    ignored: Counter = Counter()
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        try:
+            with os.scandir(folder / rel_dir if rel_dir else folder) as it:
+                entries = list(it)
+        except OSError as e:
+            if is_environment_error(e) or not rel_dir:
+                raise
+            ignored["unreadable_folder"] += 1
+            continue
+        for e in entries:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            if e.name.startswith("."):
+                ignored["hidden"] += 1
+                continue
+            image_name = os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
+            if e.is_file(follow_symlinks=False):
+                if image_name:
+                    sources.append(Source(e.path, rel, folder_crop_base(rel)))
+                else:
+                    ignored["other_extension"] += 1
+                continue
+            if e.is_dir(follow_symlinks=False):
+                pending.append(rel)  # a folder named x.jpg is still a folder: its images count
+                if image_name:
+                    sources.append(Source(e.path, rel, folder_crop_base(rel), reason="not_a_file", detail="a folder"))
+                continue
+            reason, kind, detail = _odd_entry(e)
+            if image_name and reason is not None:
+                sources.append(Source(e.path, rel, folder_crop_base(rel), reason=reason, detail=detail))
+            elif image_name:
+                sources.append(Source(e.path, rel, folder_crop_base(rel)))  # a symlink to an image
+            else:
+                ignored[kind] += 1
+    sources.sort(key=lambda s: s.source)
+    return sources, {k: ignored[k] for k in IGNORED_KINDS if ignored[k]}
+
+
+def _odd_entry(e: os.DirEntry) -> tuple[str | None, str, str]:
+    """(reason or None if it is a readable file, ignored kind, detail) for an entry that is not a plain file or folder."""
+    link = e.is_symlink()
+    try:
+        st = os.stat(e.path)  # follows the symlink
+    except OSError as err:
+        if is_environment_error(err):
+            raise
+        detail = "a symlink loop" if link and err.errno == errno.ELOOP else (
+            f"a symlink to {os.readlink(e.path)}, which does not exist" if link else (err.strerror or str(err)))
+        return "broken_link", "broken_link", detail
+    if stat.S_ISREG(st.st_mode):
+        return None, "other_extension", ""
+    if stat.S_ISDIR(st.st_mode):
+        return "not_a_file", "folder_link", "a symlink to a folder"
+    kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+    return "not_a_file", "not_a_file", kind + (" (through a symlink)" if link else "")
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -113,6 +221,8 @@ def _chunk_key(config: CropConfig, sources: list[Source]) -> str:
     h = hashlib.sha1(config.fingerprint().encode())
     for s in sources:
         h.update(f"\0{s.source}\0{s.crop_base}\0{s.post_id}".encode())
+        if s.reason is not None:  # a FIFO replaced by an image later is a new chunk
+            h.update(f"\0{s.reason}".encode())
     return h.hexdigest()[:16]
 
 
@@ -134,7 +244,7 @@ def _add(counts: dict[str, Any], r: ImageResult) -> None:
         counts["reasons"][r.reason] += 1
         if r.reason != "no_face" and len(counts["failures"]) < FAILURE_SAMPLES:
             counts["failures"].append({"source": r.source, "reason": r.reason, "detail": r.detail[:200]})
-    if r.reason not in DECODE_REASONS:
+    if r.reason not in UNREAD_REASONS:
         counts["decoded"] += 1
 
 
@@ -152,10 +262,27 @@ def run_crop(
     inputs: dict[str, Any] | None = None,
     chunk: int = CHUNK,
 ) -> dict[str, Any]:
-    """Crop every source into `workdir`, resuming finished chunks; return (and save) the stats."""
+    """Crop every source into `workdir`, resuming finished chunks; return (and save) the stats.
+
+    Holds the workdir's lock throughout (LockedError while another run writes it). An environment
+    error (curate.core.errors.is_environment_error) ends the run, raised as it came: the chunks done
+    before it are kept and a rerun redoes the rest.
+    """
     t0 = time.perf_counter()
     wd = Workdir(workdir)
     wd.root.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(stage_lock(wd.root / LOCK_FILE, f"crops into {wd.root}"))
+        except OSError as e:  # a read-only workdir that exists: name it, not our lock file
+            raise environment_failure(e, wd.root) from None
+        stats = _run_locked(sources, wd, config, workers, overlays, progress, inputs, chunk)
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    return stats
+
+
+def _run_locked(sources: list[Source], wd: Workdir, config: CropConfig, workers: int | None, overlays,
+                progress: bool, inputs: dict[str, Any] | None, chunk: int) -> dict[str, Any]:
     parts = wd.root / PARTS_DIR / config.fingerprint()
     parts.mkdir(parents=True, exist_ok=True)
     workers = workers or default_workers()
@@ -171,21 +298,25 @@ def run_crop(
               disable=not progress, dynamic_ncols=True) as bar:
         def stream() -> Iterator[Source]:
             for i in todo:
-                yield from chunks[i]
+                for src in chunks[i]:
+                    if src.reason is None:  # the listing's rejects are never opened
+                        yield src
 
         results = ordered_map(worker, stream(), workers)
-        for i in todo:
-            counts, rows = _new_counts(), []
-            for _ in chunks[i]:
-                r = next(results)
-                _add(counts, r)
-                rows.extend(r.rows)
-                bar.update(1)
-            # rows first, then the counts file: the counts file is the chunk's "done" mark.
-            with atomic_path(parts / f"{keys[i]}.parquet") as tmp:
-                pq.write_table(_rows_table(rows), tmp)
-            write_json(parts / f"{keys[i]}.json", counts)
-        results.close()  # shuts the pool down now rather than at garbage collection
+        try:
+            for i in todo:
+                counts, rows = _new_counts(), []
+                for src in chunks[i]:
+                    r = next(results) if src.reason is None else ImageResult(src.source, reason=src.reason, detail=src.detail)
+                    _add(counts, r)
+                    rows.extend(r.rows)
+                    bar.update(1)
+                # rows first, then the counts file: the counts file is the chunk's "done" mark.
+                with atomic_path(parts / f"{keys[i]}.parquet") as tmp:
+                    pq.write_table(_rows_table(rows), tmp)
+                write_json(parts / f"{keys[i]}.json", counts)
+        finally:
+            results.close()  # shuts the pool down now (a worker's error too) rather than at garbage collection
 
     stats = _assemble(wd, parts, keys, config, overlays)
     stats.update({"inputs": inputs or {}, "workers": workers, "curate_version": __version__})
@@ -194,7 +325,6 @@ def run_crop(
         from curate.crop.overlays import contact_sheet
 
         contact_sheet(wd, Path(overlays))
-    stats["seconds"] = round(time.perf_counter() - t0, 3)
     stats["processed_now"] = redo_images
     return stats
 
@@ -224,7 +354,7 @@ def _assemble(wd: Workdir, parts: Path, keys: list[str], config: CropConfig, ove
             "face_floor": config.face_floor, "min_source_height": min_source_height(config.out_height, config.max_upscale),
         },
         "images": total["images"],
-        "decode_failures": {r: reasons[r] for r in DECODE_REASONS if reasons[r]},
+        "decode_failures": {r: reasons[r] for r in UNREAD_REASONS if reasons[r]},
         "decoded": total["decoded"],
         "no_face": reasons["no_face"],
         "images_with_faces": total["images_with_faces"],
