@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -129,3 +130,27 @@ def test_a_read_only_or_full_output_is_one_line_naming_the_path(tmp_path, read_o
     r = run_curate("filter", meta, "--out", disk / "f.parquet", "--workers", "1")
     assert_one_line_error(r, str(disk / "f.parquet"), "No space left on device", "free some space", code=1)
     assert not [p for p in disk.iterdir() if p.name != "filler"], "a failed write left files behind"
+
+
+def test_the_image_reader_never_blocks_on_a_fifo_and_raises_only_for_the_machine(tmp_path):
+    import resource
+
+    from curate.core.image import DecodeFailure, read_bytes
+    os.mkfifo(tmp_path / "x.jpg")
+    got = read_bytes(tmp_path / "x.jpg")  # a blocking open would hang here forever
+    assert isinstance(got, DecodeFailure) and got.reason == "unreadable" and "FIFO" in got.detail
+    (tmp_path / "ok.jpg").write_bytes(b"\xff\xd8 not really")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        with contextlib.suppress(OSError):
+            while True:  # use up every file descriptor
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        with pytest.raises(OSError) as info:
+            read_bytes(tmp_path / "ok.jpg")
+        assert info.value.errno == errno.EMFILE
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from curate.core.errors import is_environment_error
 
 REASONS: dict[str, str] = {
     "missing_file": "the image file does not exist",
@@ -88,19 +91,38 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def read_bytes(source: str | os.PathLike | bytes | bytearray | memoryview) -> bytes | DecodeFailure:
-    """The bytes of an image (a path is read, bytes pass through), or missing_file / unreadable / empty_file."""
+    """The bytes of an image (a path is read, bytes pass through), or missing_file / unreadable / empty_file.
+
+    Never blocks on a FIFO or a device: the file is opened non-blocking and must be a regular file.
+    Raises only for the machine's own failures (no file descriptors left, an I/O error, out of memory:
+    curate.core.errors.is_environment_error), which are no image's fault: the stage must stop.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source) if not isinstance(source, bytes) else source
     else:
         try:
-            with open(source, "rb") as f:
-                data = f.read()
+            fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             return DecodeFailure("missing_file", str(source))
         except IsADirectoryError:
             return DecodeFailure("unreadable", f"{source} is a folder")
         except OSError as e:
+            if is_environment_error(e):
+                raise
             return DecodeFailure("unreadable", f"{source}: {e.strerror or e}")
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+                return DecodeFailure("unreadable", f"{source} is {kind}")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read()
+        except OSError as e:
+            if is_environment_error(e):
+                raise
+            return DecodeFailure("unreadable", f"{source}: {e.strerror or e}")
+        finally:
+            os.close(fd)
     if not data:
         return DecodeFailure("empty_file")
     return data

@@ -77,8 +77,6 @@ class _CropAndWrite:
     def __call__(self, src: Source) -> ImageResult:
         data = read_bytes(src.path)
         if isinstance(data, DecodeFailure):
-            if data.reason == "unreadable":
-                _raise_environment_error(src.path)
             return ImageResult(src.source, reason=data.reason, detail=data.detail)
         res = self.cropper(src, data)
         for row, crop in zip(res.rows, res.crops):
@@ -87,19 +85,6 @@ class _CropAndWrite:
             write_bytes(self.overlays / "images" / f"{src.crop_base}.jpg", res.overlay)
         res.crops, res.overlay = [], None  # written here: the bytes need not travel back to the main process
         return res
-
-
-def _raise_environment_error(path: str) -> None:
-    """Raise the OSError that made `path` unreadable if it is the machine's (EIO, EMFILE), not the file's.
-
-    The failure path only: read_bytes() keeps no errno, so the open is tried once more.
-    """
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        if is_environment_error(e):
-            raise
 
 
 # ---- inputs -------------------------------------------------------------------------------------
