@@ -9,13 +9,15 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
+import sys
 import urllib.parse
 
 import pytest
 
-from conftest import assert_one_line_error, run_curate
+from conftest import ROOT, assert_one_line_error, run_curate
 from curate.review.app import MAX_DEPTH, nesting_depth
 from curate.review.session import ReviewSession
 from curate.testing.review import make_review_workdir
@@ -192,19 +194,23 @@ def test_the_grid_on_a_full_or_read_only_log_is_one_line_naming_the_database(tmp
     r = run_curate("review", "grid", wd.root, "--port", "0", timeout=60)
     assert_one_line_error(r, str(wd.review_db), "No space left on device", code=1)
 
-    ro = make_review_workdir(tmp_path / "ro" / "work", n=2)
-    read_only_view(tmp_path / "ro")
-    r = run_curate("review", "grid", ro.root, "--port", "0", timeout=60)
-    assert_one_line_error(r, str(ro.review_db), "Read-only file system", code=1)
+    # The rest in this process, on a port already taken: a grid that got past its log would stop at
+    # the port (a different error), not serve forever.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ro = make_review_workdir(tmp_path / "ro" / "work", n=2)
+        read_only_view(tmp_path / "ro")
+        r = curate_here(capsys, "review", "grid", ro.root, "--port", port)
+        assert_one_line_error(r, str(ro.review_db), "Read-only file system", code=1)
 
-    (tmp_path / "bad").mkdir()
-    junk = make_review_workdir(tmp_path / "bad" / "work", n=2)
-    junk.review_db.write_bytes(b"not a database at all " * 100)
-    # In a process of its own: were it to start serving, the timeout would end it.
-    r = run_curate("review", "grid", junk.root, "--port", "0", timeout=60)
-    assert_one_line_error(r, str(junk.review_db), "not a review decision log", code=2)
-    r = curate_here(capsys, "review", "export", junk.root)
-    assert_one_line_error(r, str(junk.review_db), "not a review decision log", code=2)
+        (tmp_path / "bad").mkdir()
+        junk = make_review_workdir(tmp_path / "bad" / "work", n=2)
+        junk.review_db.write_bytes(b"not a database at all " * 100)
+        for command in ("grid", "export"):
+            r = curate_here(capsys, "review", command, junk.root, *(["--port", port] if command == "grid" else []))
+            assert_one_line_error(r, str(junk.review_db), "not a review decision log", code=2)
 
 
 def test_export_and_sheet_read_a_read_only_workdir(tmp_path, read_only_view, capsys):
@@ -244,6 +250,12 @@ def test_a_read_only_or_full_output_is_one_line_naming_it_and_leaves_nothing(tmp
     r = run_curate("review", command[0], wd.root, *command[1:], "--out", disk / name)
     assert_one_line_error(r, str(disk / name), "No space left on device", "free some space", code=1)
     assert [p.name for p in disk.iterdir()] == ["filler"], "a failed write left files behind"
+    if command[0] == "export":  # to standard output, redirected to the full disk
+        with open(disk / "redirected", "w") as f:
+            r = subprocess.run([sys.executable, "-m", "curate", "review", *command, wd.root], stdout=f,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        r.stdout = ""  # it went to the file
+        assert_one_line_error(r, "standard output", "No space left on device", code=1)
     grow(4096)
     r = curate_here(capsys, "review", command[0], wd.root, *command[1:], "--out", disk / name)
     assert r.returncode == 0 and (disk / name).stat().st_size > 0, r.stderr

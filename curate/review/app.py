@@ -100,7 +100,7 @@ async def read_json_body(request: Request) -> tuple[Any, JSONResponse | None]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         return None, _refuse(415, "send JSON (Content-Type: application/json)")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY):
         return None, _refuse(413, f"request body over {MAX_BODY} bytes")
     body = bytearray()
     async for chunk in request.stream():

@@ -115,8 +115,12 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
     wd = Workdir(workdir)
     index = _load_index(wd)
     loopback = is_loopback(host)
-    sock = bind_socket(host, port)
-    session = ReviewSession(wd, index)
+    session = ReviewSession(wd, index)  # first: a log that cannot be written fails before the port is taken
+    try:
+        sock = bind_socket(host, port)
+    except BaseException:
+        session.close()
+        raise
     allowed = {"127.0.0.1", "localhost", "::1", host} if loopback else None
     app = create_app(session, allowed_hosts=allowed, per_page=per_page)
     if not loopback:
@@ -163,6 +167,7 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
       curate review export work --history --format json --out history.json
     """
     from curate.core.atomic import write_bytes
+    from curate.core.errors import environment_failure
     from curate.review.session import export_rows
 
     wd = Workdir(workdir)
@@ -180,7 +185,10 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
         w.writerows(rows)
         text = buf.getvalue()
     if out is None:
-        click.echo(text, nl=False)
+        try:
+            click.echo(text, nl=False)  # echo flushes: a full disk under a redirect fails here
+        except OSError as e:
+            raise environment_failure(e, "standard output") from None
     else:
         write_bytes(out, text.encode())
     what = "decision rows" if history else "decided crops"
