@@ -47,6 +47,18 @@ def test_a_bad_input_is_the_stages_one_line_and_exit_code(tmp_path):
     assert_one_line_error(r, "curate filter: error:", "--dataset-root", code=2)  # click's usage error
 
 
+def test_a_pipeline_or_state_file_that_is_not_text_is_one_line(tmp_path):
+    (tmp_path / "bin.toml").write_bytes(b'input = "so\xfflo"\nworkdir = "w"\n')
+    assert_one_line_error(run_curate("run", tmp_path / "bin.toml"), "not valid TOML", code=2)
+    make_dump(tmp_path / "dump", 20)
+    p = write_pipeline(tmp_path / "p.toml", tmp_path / "dump", tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    for junk in (b"\xff\xfe garbage", b"[1, 2]", b'{"filter": 3}'):
+        (tmp_path / "work" / "pipeline.state.json").write_bytes(junk)
+        r = run_curate("run", p)
+        assert_one_line_error(r, "curate run: error:", "pipeline.state.json is not a pipeline state file", code=2)
+
+
 def test_a_full_disk_in_a_stage_names_the_stage_and_a_rerun_finishes(tmp_path, tiny_disk):
     make_dump(tmp_path / "dump", 600)
     disk, grow = tiny_disk

@@ -148,8 +148,8 @@ def resolve(name_or_path: str, search: Path | None = None) -> Path:
 def load(path: Path, overrides: list[str] = (), progress: bool = True) -> Pipeline:
     """Parse a pipeline file and apply `stage.option=value` overrides."""
     try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path}: not valid TOML ({e})") from None
     for key in ("input", "workdir"):
         if key not in doc:
@@ -230,12 +230,25 @@ def _file_facts(path: Path) -> list[Any]:
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
+def read_state(p: Pipeline) -> dict[str, Any]:
+    """The workdir's record of finished stages ({} before the first run)."""
+    if not p.state_file.exists():
+        return {}
+    try:
+        state = json.loads(p.state_file.read_bytes())
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+        raise PipelineError(f"{p.state_file} is not a pipeline state file; delete it to rerun every stage")
+    return state
+
+
 def plan(p: Pipeline, start: str | None = None, stop: str | None = None) -> list[dict[str, Any]]:
     """What `run` would do, stage by stage: action ('run' or 'skip'), why, and the argv."""
     for name in (start, stop):
         if name is not None and name not in p.stages:
             raise PipelineError(f"{name!r} is not a stage of {p.name} (it has: {', '.join(p.stages)})")
-    state = json.loads(p.state_file.read_text()) if p.state_file.exists() else {}
+    state = read_state(p)
     names = list(p.stages)
     first = names.index(start) if start else 0
     last = names.index(stop) if stop else len(names) - 1
@@ -313,7 +326,7 @@ def _run_locked(p: Pipeline, start: str | None, stop: str | None,
     if not any(s["action"] == "run" for s in steps):
         echo("nothing to do: every stage is up to date")
         return steps
-    state = json.loads(p.state_file.read_text()) if p.state_file.exists() else {}
+    state = read_state(p)
     for s in steps:
         if s["action"] != "run":
             continue
