@@ -226,7 +226,7 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
         try:
             changed = await run_in_threadpool(change, *args)
         except CurateError as e:  # the log cannot be written (disk full, read-only): nothing changed
-            return _refuse(503, f"{getattr(e, 'cause', e)}; nothing changed: decide again once the disk has room")
+            return _refuse(503, f"{getattr(e, 'cause', e)}; nothing was saved: try again once the disk can take it")
         return JSONResponse({"changed": changed, "counts": session.counts()})
 
     app = Starlette(routes=[

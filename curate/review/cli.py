@@ -34,8 +34,7 @@ def _refuse_clobbering(out: Path, wd: Workdir, inputs: list[Path]) -> None:
     """Refuse an --out that is one of the files a review command reads (one line, exit 2)."""
     from curate.core.paths import refuse_output_among_inputs
 
-    refuse_output_among_inputs(out, inputs=[p for p in inputs if p.exists() or p.is_symlink()] + _log_files(wd),
-                               option="--out")
+    refuse_output_among_inputs(out, inputs=[*inputs, *_log_files(wd)], option="--out")
 
 
 def is_loopback(host: str) -> bool:
