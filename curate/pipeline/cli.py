@@ -19,6 +19,9 @@ def run_command(pipeline, start, stop, overrides, dry_run):
 
     Prints the plan first: each stage runs only when its options or inputs changed since its
     last finished run (or an earlier stage reran); an unchanged rerun does nothing and says so.
+    One run at a time per workdir (WORKDIR/.run.lock): a second one refuses while the first
+    lives. A failing stage stops the run with that stage's one-line error and exit code
+    (e.g. `curate crop: error: ...`); the next run starts again at that stage.
 
     \b
     Examples:

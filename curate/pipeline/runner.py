@@ -10,10 +10,17 @@ for the first stage, the input files' names, sizes and modification times. The w
 pipeline.state.json records the fingerprint of every finished stage: a rerun skips a stage whose
 fingerprint and outputs are unchanged, and a changed stage reruns along with every stage after it
 (their fingerprints include its own).
+
+One run at a time per workdir: `run` holds WORKDIR/.run.lock (curate.core.lock), so a second
+`curate run` into the same workdir refuses with one line while the first lives (a killed run's lock
+is taken over). A stage that fails stops the run with that stage's own one-line error and exit code,
+named as the stage (`curate crop: error: ...`), and is not recorded as finished, so the next run
+starts there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -29,7 +36,8 @@ import click
 
 from curate import __version__
 from curate.core.atomic import write_json
-from curate.core.errors import CurateError
+from curate.core.errors import CurateError, environment_failure
+from curate.core.lock import stage_lock
 from curate.core.settings import SettingError, convert, parse_assignment
 
 
@@ -140,8 +148,8 @@ def resolve(name_or_path: str, search: Path | None = None) -> Path:
 def load(path: Path, overrides: list[str] = (), progress: bool = True) -> Pipeline:
     """Parse a pipeline file and apply `stage.option=value` overrides."""
     try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path}: not valid TOML ({e})") from None
     for key in ("input", "workdir"):
         if key not in doc:
@@ -222,12 +230,25 @@ def _file_facts(path: Path) -> list[Any]:
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
+def read_state(p: Pipeline) -> dict[str, Any]:
+    """The workdir's record of finished stages ({} before the first run)."""
+    if not p.state_file.exists():
+        return {}
+    try:
+        state = json.loads(p.state_file.read_bytes())
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+        raise PipelineError(f"{p.state_file} is not a pipeline state file; delete it to rerun every stage")
+    return state
+
+
 def plan(p: Pipeline, start: str | None = None, stop: str | None = None) -> list[dict[str, Any]]:
     """What `run` would do, stage by stage: action ('run' or 'skip'), why, and the argv."""
     for name in (start, stop):
         if name is not None and name not in p.stages:
             raise PipelineError(f"{name!r} is not a stage of {p.name} (it has: {', '.join(p.stages)})")
-    state = json.loads(p.state_file.read_text()) if p.state_file.exists() else {}
+    state = read_state(p)
     names = list(p.stages)
     first = names.index(start) if start else 0
     last = names.index(stop) if stop else len(names) - 1
@@ -258,7 +279,46 @@ def plan(p: Pipeline, start: str | None = None, stop: str | None = None) -> list
 
 def run(p: Pipeline, start: str | None = None, stop: str | None = None,
         echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Print the plan, then run the stages that need it, recording each finished one."""
+    """Print the plan, then run the stages that need it, recording each finished one.
+
+    Holds the workdir's run lock throughout (LockedError if another live run has it)."""
+    with contextlib.ExitStack() as held:
+        try:
+            p.workdir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(stage_lock(p.workdir / ".run.lock", f"the pipeline workdir {p.workdir}"))
+        except OSError as e:  # a read-only or full workdir: name it, not the lock file inside it
+            raise environment_failure(e, p.workdir) from None
+        return _run_locked(p, start, stop, echo)
+
+
+def _run_stage(stage: str, argv: list[str]) -> None:
+    """One stage through its click command; its failure re-raised as a one-line error naming the stage."""
+    where = f"curate {stage}"
+    try:
+        rv = _command(STAGES[stage]).main(args=argv, prog_name=where, standalone_mode=False)
+    except CurateError as e:
+        e.command_path = where  # name the stage that failed, not `run`
+        raise
+    except click.UsageError:
+        raise  # its context is the stage's: the CLI already names `curate <stage>` and its --help
+    except click.ClickException as e:
+        failure = PipelineError(e.format_message())
+        failure.exit_code, failure.command_path = e.exit_code, where
+        raise failure from None
+    except OSError as e:  # what the CLI does for a stage run on its own: the path and the cause, one line
+        if os.environ.get("CURATE_DEBUG"):
+            raise
+        failure = environment_failure(e)
+        failure.command_path = where
+        raise failure from None
+    if isinstance(rv, int) and rv != 0:  # a stage that ended itself with an exit code (ctx.exit)
+        failure = PipelineError(f"the stage stopped with exit code {rv}; the pipeline stops here")
+        failure.exit_code, failure.command_path = rv, where
+        raise failure
+
+
+def _run_locked(p: Pipeline, start: str | None, stop: str | None,
+                echo: Callable[[str], None]) -> list[dict[str, Any]]:
     steps = plan(p, start, stop)
     echo(f"pipeline {p.name} ({p.source}): input {p.input}, workdir {p.workdir}")
     for s in steps:
@@ -266,8 +326,7 @@ def run(p: Pipeline, start: str | None = None, stop: str | None = None,
     if not any(s["action"] == "run" for s in steps):
         echo("nothing to do: every stage is up to date")
         return steps
-    p.workdir.mkdir(parents=True, exist_ok=True)
-    state = json.loads(p.state_file.read_text()) if p.state_file.exists() else {}
+    state = read_state(p)
     for s in steps:
         if s["action"] != "run":
             continue
@@ -275,11 +334,7 @@ def run(p: Pipeline, start: str | None = None, stop: str | None = None,
         write_json(p.state_file, state)
         echo(f"== {s['stage']}")
         t0 = time.perf_counter()
-        try:
-            _command(STAGES[s["stage"]]).main(args=s["argv"], prog_name=f"curate {s['stage']}", standalone_mode=False)
-        except CurateError as e:
-            e.command_path = f"curate {s['stage']}"  # name the stage that failed, not `run`
-            raise
+        _run_stage(s["stage"], s["argv"])
         state[s["stage"]] = {"fingerprint": s["fingerprint"], "seconds": round(time.perf_counter() - t0, 2),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json(p.state_file, state)

@@ -9,16 +9,21 @@ Routes:
     GET  /static/...       the page's CSS and JS (served from the package: no CDN, no build step)
 
 Safety: every request must name an allowed Host (DNS rebinding); a POST must be same-origin (Origin and
-Sec-Fetch-Site when the browser sends them), JSON, and at most MAX_BODY bytes.
+Sec-Fetch-Site when the browser sends them), a JSON object in UTF-8, at most MAX_BODY bytes and nested at
+most MAX_DEPTH deep (checked before parsing: Python's parser recurses, so 100k `[` would overflow it).
+A hostile body gets a 4xx with a short JSON error, never a 500. A decision the log cannot take (a full
+or read-only disk) gets a 503 naming the database and the cause, and nothing changes on the page.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,10 +33,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from curate.review.session import MAX_PAGE, SORTS, ReviewSession, ThumbnailCache
+from curate.core.errors import CurateError
 from curate.core.workdir import REVIEW_STATUSES
 
 HERE = Path(__file__).resolve().parent
 MAX_BODY = 256 * 1024  # a page of 1000 crop ids is ~30 KB
+MAX_DEPTH = 8  # the API's bodies nest two deep ({"crop_ids": [...]})
 ORIGINS = ("grid", "accept-page")  # what the page may record; 'undo' is written by /api/undo only
 PER_PAGE_CHOICES = (50, 100, 200, 400, 1000)
 
@@ -58,22 +65,49 @@ def same_origin_problem(request: Request) -> str | None:
     return None
 
 
+# A JSON string, closing quote optional: an unterminated one runs to the end, so the scan stays linear.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.S)
+_BRACKET_STEP = np.zeros(256, np.int32)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+
+
+def nesting_depth(body: bytes) -> int:
+    """How deep the arrays and objects of a UTF-8 JSON text nest, brackets inside strings not counted.
+
+    Linear time, without parsing. On malformed text it may count too deep, never too shallow over the
+    part a parser would read before failing, which is what bounds the parser's recursion."""
+    outside = np.frombuffer(_JSON_STRING.sub(b"", body), np.uint8)
+    return int(np.cumsum(_BRACKET_STEP[outside]).max(initial=0))
+
+
+def parse_json_body(body: bytes) -> tuple[Any, JSONResponse | None]:
+    """A request body as JSON (UTF-8, nested at most MAX_DEPTH deep; empty = {}), or a 400 refusal."""
+    try:
+        text = bytes(body).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None, _refuse(400, "the body is not UTF-8 text")
+    if nesting_depth(body) > MAX_DEPTH:
+        return None, _refuse(400, f"the body nests more than {MAX_DEPTH} deep")
+    try:
+        return json.loads(text or "{}"), None
+    except (ValueError, RecursionError):
+        return None, _refuse(400, "the body is not JSON")
+
+
 async def read_json_body(request: Request) -> tuple[Any, JSONResponse | None]:
-    """The JSON body, bounded by MAX_BODY, or a refusal (413, 415, 400)."""
+    """The JSON body, bounded by MAX_BODY and MAX_DEPTH, or a refusal (413, 415, 400)."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         return None, _refuse(415, "send JSON (Content-Type: application/json)")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY):
         return None, _refuse(413, f"request body over {MAX_BODY} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
             return None, _refuse(413, f"request body over {MAX_BODY} bytes")
-    try:
-        return json.loads(body or b"{}"), None
-    except ValueError:
-        return None, _refuse(400, "the body is not JSON")
+    return parse_json_body(body)
 
 
 class HostCheck:
@@ -173,9 +207,11 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
         return await changed_response(session.decide, ids, status, origin)
 
     async def undo(request: Request) -> Response:
-        _, refusal = await checked_post(request)
+        body, refusal = await checked_post(request)
         if refusal:
             return refusal
+        if not isinstance(body, dict):
+            return _refuse(400, "send an object: {}")
         return await changed_response(session.undo)
 
     async def checked_post(request: Request) -> tuple[Any, Response | None]:
@@ -187,7 +223,10 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
 
     async def changed_response(change, *args) -> Response:
         # Starlette's thread pool: the SQLite commit (an fsync) must not block the event loop.
-        changed = await run_in_threadpool(change, *args)
+        try:
+            changed = await run_in_threadpool(change, *args)
+        except CurateError as e:  # the log cannot be written (disk full, read-only): nothing changed
+            return _refuse(503, f"{getattr(e, 'cause', e)}; nothing was saved: try again once the disk can take it")
         return JSONResponse({"changed": changed, "counts": session.counts()})
 
     app = Starlette(routes=[

@@ -25,6 +25,18 @@ def _load_index(workdir: Workdir):
     return load_index(workdir)
 
 
+def _log_files(wd: Workdir) -> list[Path]:
+    """The decision log and the files SQLite keeps beside it."""
+    return [wd.review_db, wd.review_db.with_name("review.sqlite-wal"), wd.review_db.with_name("review.sqlite-shm")]
+
+
+def _refuse_clobbering(out: Path, wd: Workdir, inputs: list[Path]) -> None:
+    """Refuse an --out that is one of the files a review command reads (one line, exit 2)."""
+    from curate.core.paths import refuse_output_among_inputs
+
+    refuse_output_among_inputs(out, inputs=[*inputs, *_log_files(wd)], option="--out")
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and 'localhost'."""
     if host == "localhost":
@@ -58,6 +70,9 @@ def review_group() -> None:
 
     Decisions go to WORKDIR/review.sqlite (every decision a new row, undo too); `curate pack`
     leaves out crops whose latest decision is 'rejected'. Nothing is ever deleted from disk.
+    export and sheet need only read access to the workdir (a read-only copy will do); an
+    --out that is one of the files they read is refused. A full or read-only disk is one
+    line naming the path (exit 1), and leaves no partial file.
 
     \b
     Examples:
@@ -80,7 +95,10 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
 
     Crops are shown most doubtful first (lowest person score). Keys: arrows move, x rejects
     (again: back to pending), a accepts every pending crop on the page, u undoes, n/p change
-    page, ? lists the keys. Each decision is committed before the page shows it.
+    page, ? lists the keys. Each decision is committed before the page shows it; one the log
+    cannot take (disk full) is refused with the reason and can be made again once there is room.
+    WORKDIR must be writable (the log is WORKDIR/review.sqlite; thumbnails are cached in
+    WORKDIR/.thumbs when there is room).
 
     \b
     Examples:
@@ -96,8 +114,12 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
     wd = Workdir(workdir)
     index = _load_index(wd)
     loopback = is_loopback(host)
-    sock = bind_socket(host, port)
-    session = ReviewSession(wd, index)
+    session = ReviewSession(wd, index)  # first: a log that cannot be written fails before the port is taken
+    try:
+        sock = bind_socket(host, port)
+    except BaseException:
+        session.close()
+        raise
     allowed = {"127.0.0.1", "localhost", "::1", host} if loopback else None
     app = create_app(session, allowed_hosts=allowed, per_page=per_page)
     if not loopback:
@@ -144,9 +166,12 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
       curate review export work --history --format json --out history.json
     """
     from curate.core.atomic import write_bytes
+    from curate.core.errors import environment_failure
     from curate.review.session import export_rows
 
     wd = Workdir(workdir)
+    if out is not None:
+        _refuse_clobbering(out, wd, [wd.crops_table])
     rows = export_rows(wd, history=history, status=status)
     if fmt == "json":
         text = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
@@ -159,7 +184,10 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
         w.writerows(rows)
         text = buf.getvalue()
     if out is None:
-        click.echo(text, nl=False)
+        try:
+            click.echo(text, nl=False)  # echo flushes: a full disk under a redirect fails here
+        except OSError as e:
+            raise environment_failure(e, "standard output") from None
     else:
         write_bytes(out, text.encode())
     what = "decision rows" if history else "decided crops"
@@ -194,6 +222,7 @@ def sheet_command(workdir: Path, out: Path, status: str, reason: str | None, sor
     from curate.review.session import ThumbnailCache, contact_sheet, rows_with_status, status_array
 
     wd = Workdir(workdir)
+    _refuse_clobbering(out, wd, [wd.crops_table, wd.scores_table, wd.crops_dir, wd.root / ".thumbs"])
     index = _load_index(wd)
     if reason is not None and reason not in index.label_names:
         raise click.BadParameter(f"{reason!r} is not a score label here; use one of {', '.join(index.label_names)}",

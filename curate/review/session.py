@@ -11,11 +11,14 @@ Pieces, each usable without the web server (`curate/review_app.py` is a thin lay
 - `ThumbnailCache` / `render_thumbnail()`: small JPEGs made on first request and kept under
   WORKDIR/.thumbs/; only crops listed in the table are ever read, never a path from a request.
 - `export_rows()` and `contact_sheet()`: decisions as rows for CSV/JSON, and a static PNG sheet.
+- `read_log()` and `log_failure()`: the log read on any disk (read-only media too), and a SQLite
+  failure as one line that names the database and the cause (sqlite3's errors are not OSErrors).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -32,8 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.core.workdir import REVIEW_SQL, REVIEW_STATUSES, Workdir, latest_decisions
-from curate.core.errors import CurateError
+from curate.core.workdir import REVIEW_SQL, REVIEW_STATUSES, Workdir
+from curate.core.errors import CurateError, EnvironmentFailure, describe_os_error
 
 SORTS = {
     "score": "person score, lowest (most doubtful) first",
@@ -49,6 +52,84 @@ MAX_PAGE = 1000
 
 class ReviewInputError(CurateError):
     """The workdir cannot be reviewed (no crops table, missing columns): misuse, not bad data."""
+
+
+class DecisionLogError(EnvironmentFailure):
+    """The decision log cannot be read or written (a full or read-only disk): one line, exit 1.
+
+    `cause` is the message without its advice ("path: what went wrong"), for callers that advise otherwise.
+    """
+
+    def __init__(self, message: str, cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause or message
+
+
+# SQLite's result codes for "the machine cannot do this now", as the errno that says the same.
+_SQLITE_ERRNO = {"SQLITE_FULL": errno.ENOSPC, "SQLITE_IOERR": errno.EIO, "SQLITE_NOMEM": errno.ENOMEM}
+
+
+def _folder_read_only(path: Path) -> bool:
+    return not os.access(path.parent, os.W_OK)
+
+
+def log_failure(e: sqlite3.Error, db: Path) -> CurateError:
+    """A sqlite3 error on the decision log `db` as one line: the path, the cause, what to do."""
+    name = getattr(e, "sqlite_errorname", "") or ""
+    code = next((n for prefix, n in _SQLITE_ERRNO.items() if name.startswith(prefix)), None)
+    if code is None and name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        if _folder_read_only(db) or (db.exists() and not os.access(db, os.W_OK)):
+            try:
+                ro = bool(os.statvfs(db.parent).f_flag & os.ST_RDONLY)
+            except OSError:
+                ro = False
+            code = errno.EROFS if ro else errno.EACCES
+    if code is not None:
+        error = OSError(code, os.strerror(code))
+        return DecisionLogError(describe_os_error(error, db), cause=f"{db}: {error.strerror}")
+    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or isinstance(e, sqlite3.DatabaseError) and \
+            "not a database" in str(e):
+        return ReviewInputError(f"{db} is not a review decision log ({e}); move it aside to start a new one")
+    return DecisionLogError(f"{db}: {e}")
+
+
+def _uri(db: Path, **params: str) -> str:
+    return db.resolve().as_uri() + "?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def read_log(db: Path, query: str) -> list[tuple]:
+    """The rows of `query` on the decision log opened read-only ([] without a log), on any disk."""
+    db = Path(db)
+    if not db.exists():
+        return []
+
+    def rows(uri: str) -> list[tuple]:
+        con = sqlite3.connect(uri, uri=True)
+        try:
+            return con.execute(query).fetchall()
+        finally:
+            con.close()
+
+    try:
+        return rows(_uri(db, mode="ro"))
+    except sqlite3.Error as e:
+        if not (isinstance(e, sqlite3.OperationalError) and _folder_read_only(db)):
+            raise log_failure(e, db) from None
+    # A read-only folder: SQLite cannot make the -shm file a WAL reader needs. Nothing can write
+    # there, so the file may be read as immutable, unless a killed server left decisions in its WAL.
+    wal = db.with_name(db.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise DecisionLogError(f"{db}: its latest decisions are still in {wal.name} and the folder is read-only, "
+                               "so SQLite cannot read them; copy the workdir to a writable disk and run this there")
+    try:
+        return rows(_uri(db, mode="ro", immutable="1"))
+    except sqlite3.Error as e:
+        raise log_failure(e, db) from None
+
+
+def latest_statuses(db: Path) -> dict[str, str]:
+    """crop_id -> its latest review status, read with `read_log` (so also from read-only media)."""
+    return dict(read_log(db, "SELECT crop_id, status FROM decisions ORDER BY seq"))
 
 
 def utc_now() -> str:
@@ -175,37 +256,55 @@ class DecisionStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
-        with self._lock:
+        try:
+            self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as e:
+            raise log_failure(e, self.path) from None
+        try:
             self._con.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit survives power loss too, not only a killed process; a person decides
             # a few times a second, far below what an fsync per action allows.
             self._con.execute("PRAGMA synchronous=FULL")
             self._con.executescript(REVIEW_SQL)
+        except sqlite3.Error as e:
+            self._con.close()
+            raise log_failure(e, self.path) from None
 
     def append(self, rows: Iterable[tuple[str, str]], origin: str, decided_at: str | None = None) -> str:
-        """Write (crop_id, status) rows as one committed transaction; returns their timestamp."""
+        """Write (crop_id, status) rows as one committed transaction; returns their timestamp.
+
+        Raises a one-line CurateError (log_failure) when the log cannot be written, e.g. a full disk;
+        nothing of the transaction is kept then, and a later append works once there is room again.
+        """
         decided_at = decided_at or utc_now()
         with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
             try:
+                self._con.execute("BEGIN IMMEDIATE")
                 self._con.executemany(
                     "INSERT INTO decisions (crop_id, status, decided_at, origin) VALUES (?, ?, ?, ?)",
                     [(c, s, decided_at, origin) for c, s in rows],
                 )
-            except BaseException:
-                self._con.execute("ROLLBACK")
+                self._con.execute("COMMIT")
+            except BaseException as e:
+                # SQLite may have rolled back already (it does on SQLITE_FULL): only end a live one.
+                if self._con.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._con.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise log_failure(e, self.path) from None
                 raise
-            self._con.execute("COMMIT")
         return decided_at
 
     def history(self) -> list[tuple[int, str, str, str, str]]:
         """Every row, oldest first: (seq, crop_id, status, decided_at, origin)."""
         with self._lock:
-            return self._con.execute(
-                "SELECT seq, crop_id, status, decided_at, origin FROM decisions ORDER BY seq"
-            ).fetchall()
+            try:
+                return self._con.execute(
+                    "SELECT seq, crop_id, status, decided_at, origin FROM decisions ORDER BY seq"
+                ).fetchall()
+            except sqlite3.Error as e:
+                raise log_failure(e, self.path) from None
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed by SQLite)."""
@@ -389,6 +488,13 @@ class ThumbnailCache:
         data, reason = render_thumbnail(src, self.size)
         if data is None:
             return None, reason
+        # A cache only: on a full or read-only disk the thumbnail is still shown, just made again next time.
+        with contextlib.suppress(OSError):
+            self._store(cached, key, data)
+        return data, key[:16]
+
+    @staticmethod
+    def _store(cached: Path, key: str, data: bytes) -> None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         # Atomic but not fsynced: a cache entry lost to a power cut is simply made again. mkstemp
         # gives every thread its own temporary, as two requests may render the same crop at once.
@@ -401,18 +507,11 @@ class ThumbnailCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        return data, key[:16]
 
 
 def current_decisions(workdir: Workdir) -> list[dict[str, Any]]:
     """Each crop's latest decision (crop_id, status, decided_at, origin, decisions), in first-decided order."""
-    if not workdir.review_db.exists():
-        return []
-    con = sqlite3.connect(f"file:{workdir.review_db}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT crop_id, status, decided_at, origin FROM decisions ORDER BY seq").fetchall()
-    finally:
-        con.close()
+    rows = read_log(workdir.review_db, "SELECT crop_id, status, decided_at, origin FROM decisions ORDER BY seq")
     latest: dict[str, dict[str, Any]] = {}
     for cid, status, at, origin in rows:
         n = latest[cid]["decisions"] + 1 if cid in latest else 1
@@ -423,21 +522,19 @@ def current_decisions(workdir: Workdir) -> list[dict[str, Any]]:
 def export_rows(workdir: Workdir, history: bool = False, status: str | None = None) -> list[dict[str, Any]]:
     """Decisions as flat rows: each crop's latest (or, with history, every row), with post id and file."""
     if history:
-        if not workdir.review_db.exists():
-            return []
-        con = sqlite3.connect(f"file:{workdir.review_db}?mode=ro", uri=True)
-        try:
-            cur = con.execute("SELECT seq, crop_id, status, decided_at, origin FROM decisions ORDER BY seq")
-            rows = [dict(zip(("seq", "crop_id", "status", "decided_at", "origin"), r)) for r in cur]
-        finally:
-            con.close()
+        columns = ("seq", "crop_id", "status", "decided_at", "origin")
+        rows = [dict(zip(columns, r)) for r in
+                read_log(workdir.review_db, f"SELECT {', '.join(columns)} FROM decisions ORDER BY seq")]
     else:
         rows = current_decisions(workdir)
     if status:
         rows = [r for r in rows if r["status"] == status]
     info: dict[str, tuple] = {}
     if workdir.crops_table.exists():
-        t = pq.read_table(workdir.crops_table, columns=["crop_id", "post_id", "file"]).to_pydict()
+        try:
+            t = pq.read_table(workdir.crops_table, columns=["crop_id", "post_id", "file"]).to_pydict()
+        except (pa.ArrowInvalid, KeyError) as e:
+            raise ReviewInputError(f"{workdir.crops_table} is not a crops table ({e})") from None
         info = {c: (p, f) for c, p, f in zip(t["crop_id"], t["post_id"], t["file"])}
     for r in rows:
         r["post_id"], r["file"] = info.get(r["crop_id"], (None, None))
@@ -447,7 +544,7 @@ def export_rows(workdir: Workdir, history: bool = False, status: str | None = No
 def status_array(index: CropIndex, workdir: Workdir) -> np.ndarray:
     """Each crop's current status code, read-only from the review log (all pending without one)."""
     status = np.zeros(len(index), dtype=np.int8)
-    for cid, s in latest_decisions(workdir.review_db).items():
+    for cid, s in latest_statuses(workdir.review_db).items():
         row = index.position.get(cid)
         if row is not None:
             status[row] = REVIEW_STATUSES.index(s)
