@@ -27,6 +27,7 @@ from PIL import Image
 from curate import __version__
 from curate.core.atomic import write_bytes
 from curate.core.grid import png_bytes, read_tiles, render_grid
+from curate.core.paths import refuse_output_among_inputs
 from curate.core.workdir import Workdir, latest_decisions, surviving_crops
 
 THUMB = (128, 64)  # height, width: a 512x256 crop at a quarter
@@ -44,6 +45,14 @@ class Step:
 
 def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def report_inputs(wd: Workdir, filtered: Path | None = None) -> list[Path]:
+    """Every file and folder the report reads: its --out must be none of them."""
+    filtered = filtered or wd.root / "filtered.parquet"
+    return [filtered, filtered.with_name(filtered.name.removesuffix(".parquet") + ".stats.json"),
+            wd.crops_table, wd.crops_dir, wd.root / "crops.stats.json", wd.scores_table, wd.root / "scores.stats.json",
+            wd.review_db, wd.root / "dataset" / "dataset.json"]
 
 
 def gather(wd: Workdir, filtered: Path | None = None) -> dict[str, Any]:
@@ -184,6 +193,7 @@ def build(workdir: str | Path, out: str | Path | None = None, samples: int = 36,
     """Write the report for `workdir` (default WORKDIR/report.html) and return its path."""
     wd = Workdir(workdir)
     out = Path(out) if out else wd.root / "report.html"
+    refuse_output_among_inputs(out, inputs=[p for p in report_inputs(wd, filtered) if p.exists()])
     info = gather(wd, filtered)
     steps = funnel(info, wd)
     figures: list[tuple[str, str]] = []
