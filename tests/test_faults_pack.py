@@ -282,3 +282,15 @@ def test_report_refuses_an_input_as_out_and_names_a_read_only_or_full_out(tmp_pa
     r = run_curate("report", empty, "--out", disk / "r.html")
     assert_one_line_error(r, f"{disk / 'r.html'}: No space left on device", code=1)
     assert [p.name for p in disk.iterdir()] == ["filler"], "a failed report left a file behind"
+
+
+def test_report_names_a_workdir_file_it_cannot_read(tmp_path):
+    for name, body, says in [("crops.parquet", "junk\n", "cannot be read as a table"),
+                             ("scores.stats.json", "{bad", "is not a stats file"),
+                             ("review.sqlite", "junk" * 40, "cannot be read as the review database")]:
+        w = tmp_path / name.replace(".", "-")
+        w.mkdir()
+        (w / name).write_text(body)
+        r = in_process("report", w)
+        assert_one_line_error(r, str(w / name), says, code=2)
+        assert not (w / "report.html").exists()
