@@ -294,3 +294,12 @@ def test_report_names_a_workdir_file_it_cannot_read(tmp_path):
         r = in_process("report", w)
         assert_one_line_error(r, str(w / name), says, code=2)
         assert not (w / "report.html").exists()
+
+
+def test_size_that_confirms_the_crop_size_is_the_same_dataset(tmp_path):
+    wd = make_workdir(tmp_path / "wd", 3)
+    first = run_pack(wd.root, tmp_path / "ds", PackConfig(), workers=1, progress=False)
+    again = run_pack(wd.root, tmp_path / "ds", PackConfig(size=(32, 16)), workers=1, progress=False)
+    assert again["up_to_date"] and again["fingerprint"] == first["fingerprint"]
+    with pytest.raises(PackError, match="different dataset"):  # another size is another dataset
+        run_pack(wd.root, tmp_path / "ds", PackConfig(size=(16, 8)), workers=1, progress=False)

@@ -107,7 +107,7 @@ class PackConfig:
         d["labels"] = str(self.labels) if self.labels else None
         d["min_size"] = list(self.min_size)
         if self.size is None:
-            del d["size"]  # the level sizes are fingerprinted anyway; older manifests stay current
+            del d["size"]  # as before --size existed
         else:
             d["size"] = list(self.size)
         return d
@@ -301,10 +301,11 @@ def read_survivors(wd: Workdir) -> tuple[pa.Table, dict[str, int]]:
         if is_environment_error(e):
             raise
         culprit = wd.review_db if isinstance(e, sqlite3.Error) else None
-        for table in (wd.crops_table, wd.scores_table):
+        for table, needs in ((wd.crops_table, ("crop_id", "post_id", "file")), (wd.scores_table, ("crop_id", "kept"))):
             if culprit is None and table.exists():
                 try:
-                    pq.read_schema(table)
+                    if not set(needs) <= set(pq.read_schema(table).names):
+                        culprit = table
                 except (pa.ArrowException, OSError):
                     culprit = table
         cause = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -408,7 +409,9 @@ def _table_hashes(wd: Workdir, posts: str | None) -> dict[str, dict[str, Any]]:
 def _fingerprint(config: PackConfig, sizes, crop_ids: list[str], files: list[str], tables: dict) -> str:
     # The review database's bytes change with any decision; what matters is which crops survive.
     inputs = {k: v["sha256"] for k, v in tables.items() if k != "review.sqlite"}
-    blob = json.dumps([R.FORMAT_VERSION, config.to_json(), sizes, crop_ids, files, inputs])
+    # --size only confirms or overrides the crop size, and the level sizes it gives are in the blob.
+    options = {k: v for k, v in config.to_json().items() if k != "size"}
+    blob = json.dumps([R.FORMAT_VERSION, options, sizes, crop_ids, files, inputs])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
