@@ -26,14 +26,16 @@ from curate.dataset import schema as R
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with one file."""
+    """One thing wrong with one file ("" = the dataset folder as a whole)."""
 
-    file: str
+    file: str  # relative to the dataset folder
     kind: str
     detail: str
 
-    def line(self) -> str:
-        return f"{self.file}: {self.kind}: {self.detail}"
+    def line(self, directory: str | os.PathLike = "") -> str:
+        """'<path>: <kind>: <detail>', the path inside `directory` (the folder itself when file is "")."""
+        where = os.path.join(directory, self.file) if self.file else os.fspath(directory) or "."
+        return f"{where}: {self.kind}: {self.detail}"
 
 
 @dataclass
@@ -137,7 +139,7 @@ def inspect_dataset(directory: str | os.PathLike, samples: int = 8) -> Report:
     except R.LayoutError as e:
         on_disk = {}
         if manifest is None:
-            problems.append(Problem(str(directory), "missing file", str(e)))
+            problems.append(Problem("", "missing file", str(e)))
 
     levels: list[LevelReport] = []
     if manifest is not None:
@@ -189,7 +191,7 @@ def inspect_dataset(directory: str | os.PathLike, samples: int = 8) -> Report:
     if manifest is not None and manifest.get("labels"):
         problems.extend(_check_labels(directory, manifest))
     if manifest is None and len({lv.records for lv in levels}) > 1:
-        problems.append(Problem(str(directory), "count mismatch",
+        problems.append(Problem("", "count mismatch",
                                 "levels differ: " + ", ".join(f"r{lv.log2:02d} {lv.records}" for lv in levels)))
     return Report(directory, manifest, levels, problems)
 
@@ -244,6 +246,12 @@ def sample_grid(report: Report, gap: int = 2) -> np.ndarray | None:
     tiles = [upscale_to(lv.samples[i].transpose(1, 2, 0), top_h) for i in range(n) for lv in levels]
     cell = (max(t.shape[1] for t in tiles), top_h)
     return np.asarray(render_grid(tiles, len(levels), cell, gap=gap, background=(32, 32, 32), fit="contain"))
+
+
+def dataset_inputs(directory: str | os.PathLike) -> list[Path]:
+    """The files inspect reads in a dataset folder (the manifest, level files, labels): never an output."""
+    names = re.compile(r"(\.tfrecords|\.labels)$")
+    return [p for p in Path(directory).iterdir() if p.name == R.MANIFEST or names.search(p.name)]
 
 
 def write_grid(grid: np.ndarray, path: str | os.PathLike) -> None:

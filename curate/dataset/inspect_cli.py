@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from pathlib import Path
 
 import click
+
+from curate.core.errors import environment_failure, is_environment_error
+
+
+def _check_writable(png: Path) -> None:
+    """Fail now, not after reading every file, when the grid's folder cannot be written (read-only, no permission)."""
+    folder = png.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        if is_environment_error(e) or isinstance(e, PermissionError):
+            raise environment_failure(e, png) from None
+        raise
 
 
 @click.command("inspect", context_settings={"max_content_width": 100})
@@ -34,8 +51,13 @@ def inspect_command(ctx, dataset_dir, samples, grid):
                                  param_hint="DATASET_DIR")
     if importlib.util.find_spec("tensorflow") is None:
         raise click.UsageError("curate inspect reads the files with TensorFlow; install it: pip install 'curate[train]'")
-    from curate.dataset.inspect import inspect_dataset, level_table, sample_grid, write_grid
+    from curate.core.paths import refuse_output_among_inputs
+    from curate.dataset.inspect import dataset_inputs, inspect_dataset, level_table, sample_grid, write_grid
 
+    if grid is not None:
+        refuse_output_among_inputs(grid, inputs=dataset_inputs(dataset_dir), option="--grid")
+    if samples:
+        _check_writable(grid or dataset_dir / "inspect-grid.png")
     report = inspect_dataset(dataset_dir, samples=samples)
     click.echo(level_table(report))
     picture = sample_grid(report) if samples else None
@@ -46,7 +68,7 @@ def inspect_command(ctx, dataset_dir, samples, grid):
     count = report.manifest["count"] if report.manifest else (report.levels[0].records if report.levels else 0)
     if report.problems:
         for p in report.problems:
-            click.echo(f"inspect: {dataset_dir / p.file}: {p.kind}: {p.detail}", err=True)
+            click.echo(f"inspect: {p.line(dataset_dir)}", err=True)
         click.echo(f"inspect: {len(report.problems)} problem(s) in {dataset_dir}", err=True)
         ctx.exit(1)
     click.echo(f"inspect: {len(report.levels)} levels x {count:,} images, every file read by tf.data and matching "

@@ -6,6 +6,8 @@ other engines call: crop bytes -> the records as bytes. `run_pack()` shuffles th
 with a fixed seed, maps encode_into over a process pool in that order (each worker fills a slot of
 a shared-memory arena, so the records never cross a pipe) and appends
 each crop's records to every level file, so all levels hold the same images in the same order.
+The top level is the crop size `curate crop` recorded in crops.stats.json (or --size, or the most
+common size among the crops); a crop of any other size is skipped as `wrong_size`, like an unreadable one.
 
 Resuming: level files grow in a hidden staging folder inside the output (`.pack-staging/`). Every
 `checkpoint_every` crops the files are fsynced and `progress.json` records how many crops were
@@ -17,13 +19,13 @@ file to exactly the checkpoint and carries on. Only at the end are the files ren
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import io
 import json
 import os
 import shutil
+import stat
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -42,13 +44,17 @@ from curate.core.atomic import write_bytes, write_json
 from curate.core.image import DecodeFailure, decode_bgr
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import Workdir, surviving_crops
-from curate.core.errors import CurateError
+from curate.core.errors import CurateError, environment_failure, is_environment_error
+from curate.core.lock import stage_lock
+from curate.core.paths import refuse_output_among_inputs
 
 STAGING = ".pack-staging"
 SCORE_LABELS = ("person", "rating_safe", "rating_questionable", "rating_explicit")
 TAG_COLUMNS = ("tags_general", "tags_character", "tags_copyright", "tags_artist", "tags_meta")
 SKIPPED_SAMPLES = 100
 CHUNK = 8  # crops per task sent to a worker process
+SIZE_PROBES = 64  # crop headers read to find the usual crop size when the workdir does not record it
+POSTS_COLUMNS = ("id", *TAG_COLUMNS)
 
 
 class PackError(CurateError):
@@ -91,6 +97,7 @@ class PackConfig:
     name: str = "portraits"
     seed: int = R.SEED
     min_size: tuple[int, int] = (4, 2)
+    size: tuple[int, int] | None = None  # the crop size (top level); None = what the crop stage made
     shard_size: int | None = None
     labels: LabelSpec | None = None
     posts: str | None = None  # FILTERED.parquet, for tag labels
@@ -99,6 +106,10 @@ class PackConfig:
         d = asdict(self)
         d["labels"] = str(self.labels) if self.labels else None
         d["min_size"] = list(self.min_size)
+        if self.size is None:
+            del d["size"]  # as before --size existed
+        else:
+            d["size"] = list(self.size)
         return d
 
 
@@ -185,15 +196,33 @@ class SlotEncoder:
             self._shm = None
 
 
-def probe_size(paths: list[str], tries: int = 20) -> tuple[int, int]:
-    """(H, W) of the first crop whose header can be read."""
+def crop_size(wd: Workdir, paths: list[str], config: PackConfig) -> tuple[tuple[int, int], str]:
+    """(H, W) of the crops pack expects, and where it came from.
+
+    In order: PackConfig.size (--size); the size the crop stage recorded in crops.stats.json; else
+    the most common size among the first SIZE_PROBES crop headers. Never the first crop alone: one
+    odd crop must become a `wrong_size` skip, not the size of the whole dataset.
+    """
+    if config.size is not None:
+        return tuple(config.size), "--size"
+    stats = _read_json(wd.root / "crops.stats.json")
+    with contextlib.suppress(AttributeError, KeyError, TypeError, ValueError):
+        h, w = int(stats["config"]["out_height"]), int(stats["config"]["out_width"])
+        if h > 0 and w > 0:
+            return (h, w), "crops.stats.json"
     from PIL import Image
 
-    for p in paths[:tries]:
+    seen: Counter = Counter()
+    for p in paths[:SIZE_PROBES]:
         with contextlib.suppress(OSError, ValueError):
+            if not stat.S_ISREG(os.stat(p).st_mode):  # opening a FIFO would wait forever
+                continue
             with Image.open(p) as im:
-                return im.height, im.width
-    raise PackError(f"none of the first {min(tries, len(paths))} crop images can be opened (e.g. {paths[0]})")
+                seen[im.height, im.width] += 1
+    if not seen:
+        raise PackError(f"none of the first {min(SIZE_PROBES, len(paths))} crop images can be opened "
+                        f"(e.g. {paths[0]}); check the workdir or rerun `curate crop`")
+    return seen.most_common(1)[0][0], f"the most common size of {sum(seen.values())} crops"
 
 
 def shuffled_order(n: int, seed: int) -> np.ndarray:
@@ -225,7 +254,7 @@ def build_labels(spec: LabelSpec, crops: pa.Table, wd: Workdir, posts: str | Non
         return out
     if posts is None:
         raise PackError("--labels tags:... needs --posts FILTERED.parquet (the table `curate filter` wrote)")
-    table = pq.read_table(posts, columns=["id", *TAG_COLUMNS])
+    table = read_posts(posts)
     wanted = set(spec.tags)
     post_tags: dict[int, set[str]] = {}
     cols = table.to_pydict()
@@ -238,6 +267,49 @@ def build_labels(spec: LabelSpec, crops: pa.Table, wd: Workdir, posts: str | Non
         if pid in post_tags:
             out[i] = [1.0 if t in post_tags[pid] else 0.0 for t in spec.tags]
     return out
+
+
+def read_posts(posts: str | os.PathLike) -> pa.Table:
+    """The id and tag columns of the filter stage's table; PackError (one line naming it) if it is not one."""
+    import pyarrow.parquet as pq
+
+    what = "give the table `curate filter` wrote"
+    try:
+        names = pq.read_schema(posts).names
+        missing = [c for c in POSTS_COLUMNS if c not in names]
+        if missing:
+            raise PackError(f"--posts {posts} has no column {', '.join(missing)}: not a filtered posts table; {what}")
+        return pq.read_table(posts, columns=list(POSTS_COLUMNS))
+    except FileNotFoundError:
+        raise PackError(f"--posts {posts} does not exist; {what}") from None
+    except (pa.ArrowException, OSError) as e:
+        if is_environment_error(e):
+            raise
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PackError(f"--posts {posts} cannot be read as a parquet table ({cause}); {what}") from None
+
+
+def read_survivors(wd: Workdir) -> tuple[pa.Table, dict[str, int]]:
+    """workdir.surviving_crops(), with a workdir table that cannot be read named in one line (PackError)."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    try:
+        return surviving_crops(wd)
+    except (pa.ArrowException, sqlite3.Error, OSError, KeyError) as e:
+        if is_environment_error(e):
+            raise
+        culprit = wd.review_db if isinstance(e, sqlite3.Error) else None
+        for table, needs in ((wd.crops_table, ("crop_id", "post_id", "file")), (wd.scores_table, ("crop_id", "kept"))):
+            if culprit is None and table.exists():
+                try:
+                    if not set(needs) <= set(pq.read_schema(table).names):
+                        culprit = table
+                except (pa.ArrowException, OSError):
+                    culprit = table
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PackError(f"{culprit or wd.root} cannot be read ({cause}); rerun the stage that wrote it") from None
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -317,8 +389,11 @@ class _LevelWriter:
         return self.done_shards
 
     def close(self) -> None:
+        # Only after a failure does a file remain open here: bytes past the checkpoint are dropped by
+        # the resume anyway, and a full disk must not keep the other writers (and the arena) open.
         if self.f is not None:
-            self.f.close()
+            with contextlib.suppress(OSError):
+                self.f.close()
 
 
 # ---- the stage --------------------------------------------------------------------------------
@@ -334,7 +409,9 @@ def _table_hashes(wd: Workdir, posts: str | None) -> dict[str, dict[str, Any]]:
 def _fingerprint(config: PackConfig, sizes, crop_ids: list[str], files: list[str], tables: dict) -> str:
     # The review database's bytes change with any decision; what matters is which crops survive.
     inputs = {k: v["sha256"] for k, v in tables.items() if k != "review.sqlite"}
-    blob = json.dumps([R.FORMAT_VERSION, config.to_json(), sizes, crop_ids, files, inputs])
+    # --size only confirms or overrides the crop size, and the level sizes it gives are in the blob.
+    options = {k: v for k, v in config.to_json().items() if k != "size"}
+    blob = json.dumps([R.FORMAT_VERSION, options, sizes, crop_ids, files, inputs])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -351,7 +428,7 @@ def _verify(out: Path, manifest: dict) -> list[str]:
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, IsADirectoryError, ValueError):  # absent, or not JSON (ValueError: bad UTF-8 too)
         return None
 
 
@@ -369,21 +446,38 @@ def run_pack(
     wd, out = Workdir(workdir), Path(out)
     if not wd.crops_table.exists():
         raise PackError(f"{wd.crops_table} does not exist; give a workdir that `curate crop` wrote")
-    crops, counts = surviving_crops(wd)
+    if os.path.realpath(out) == os.path.realpath(wd.root):
+        raise PackError(f"--out {out} is the workdir itself; choose a folder of its own, e.g. {wd.root / 'dataset'}")
+    refuse_output_among_inputs(out, inputs=[p for p in (wd.crops_dir, wd.crops_table, wd.scores_table, wd.review_db,
+                                                        config.posts) if p is not None])
+    crops, counts = read_survivors(wd)
     if crops.num_rows == 0:
         raise PackError(f"no crops survive in {workdir} ({counts}); nothing to pack")
     paths = [str(wd.root / f) for f in crops.column("file").to_pylist()]
-    height, width = probe_size(paths)
+    (height, width), size_from = crop_size(wd, paths, config)
     try:
         sizes = R.level_sizes(height, width, *config.min_size)
     except ValueError as e:
-        raise PackError(str(e)) from None
+        raise PackError(f"{e} (the crop size from {size_from}); pass --size HxW") from None
     labels = build_labels(config.labels, crops, wd, config.posts) if config.labels else None
     crop_ids = crops.column("crop_id").to_pylist()
     order = shuffled_order(len(crop_ids), config.seed)
     tables = _table_hashes(wd, config.posts if config.labels and config.labels.kind == "tags" else None)
     fingerprint = _fingerprint(config, sizes, crop_ids, crops.column("file").to_pylist(), tables)
 
+    try:
+        return _pack_into(wd, out, config, sizes, crops, counts, paths, order, labels, tables, fingerprint,
+                          workers, progress, overwrite, checkpoint_every, t0)
+    except OSError as e:
+        # A full, read-only or failing output is the machine's fault, not a crop's: one line naming
+        # the --out folder (not a staged file's hidden name); a rerun resumes from the last checkpoint.
+        if is_environment_error(e) or isinstance(e, PermissionError):
+            raise environment_failure(e, out) from None
+        raise
+
+
+def _pack_into(wd, out, config, sizes, crops, counts, paths, order, labels, tables, fingerprint, workers, progress,
+               overwrite, checkpoint_every, t0) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     old = _read_json(out / R.MANIFEST)
     if old is not None and old.get("fingerprint") == fingerprint and not _verify(out, old):
@@ -396,16 +490,10 @@ def run_pack(
 
     staging = out / STAGING
     staging.mkdir(exist_ok=True)
-    lock = open(staging / "lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise PackError(f"another `curate pack` is writing {out}") from None
-    try:
+    # stage_lock: a second live pack refuses; a lock a killed pack left behind is taken over.
+    with stage_lock(staging / "lock", str(out)):
         return _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, labels, tables,
                             fingerprint, old, workers or default_workers(), progress, checkpoint_every, t0)
-    finally:
-        lock.close()
 
 
 def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, labels, tables, fingerprint, old,
@@ -462,7 +550,8 @@ def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, l
                             since = 0
                     bar.update(len(chunk))
             if writers[0].records == 0:
-                raise PackError(f"no crop could be read ({Counter(s['reason'] for s in skipped)}); nothing was written")
+                why = ", ".join(f"{k} {v:,}" for k, v in Counter(s["reason"] for s in skipped).most_common())
+                raise PackError(f"no crop could be packed ({why}); nothing was written")
             files = [s for w in writers for s in w.finish()]
             state["records"] = writers[0].records
             if labels is not None:
@@ -483,7 +572,11 @@ def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, l
         if encoder is not None:
             encoder.close()
         if arena is not None:
-            arena.close()
+            # After a failure (a full disk) its traceback may still hold a view of a slot, and close()
+            # would raise over the real error: the mapping then goes with the traceback, and the
+            # block itself is unlinked either way.
+            with contextlib.suppress(BufferError):
+                arena.close()
             arena.unlink()
 
     manifest = _manifest(wd, config, sizes, crops, counts, order, labels, tables, fingerprint, state)

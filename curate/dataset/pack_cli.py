@@ -21,6 +21,10 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
     return int(m[1]), int(m[2])
 
 
+def _optional_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    return None if value is None else _size(ctx, param, value)
+
+
 def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> LabelSpec | None:
     if value is None:
         return None
@@ -37,6 +41,9 @@ def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> La
 @click.option("--name", default=_D.name, show_default=True, metavar="NAME", help="File name prefix.")
 @click.option("--seed", type=int, default=_D.seed, show_default=True, metavar="N",
               help="Shuffle seed (NVlabs used 123); every level file has the same order.")
+@click.option("--size", default=None, callback=_optional_size, metavar="HxW",
+              help="The crop size, the top level; a crop of another size is skipped (wrong_size)  "
+                   "[default: the size `curate crop` recorded in crops.stats.json, else the most common]")
 @click.option("--min-size", default="{}x{}".format(*_D.min_size), show_default=True, callback=_size, metavar="HxW",
               help="Smallest level; levels halve from the crop size down to this.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=_D.shard_size, metavar="N",
@@ -52,7 +59,7 @@ def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> La
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes decoding crops and building levels  [default: one per core]")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def pack_command(workdir, out, name, seed, min_size, shard_size, labels, posts, overwrite, checkpoint_every,
+def pack_command(workdir, out, name, seed, size, min_size, shard_size, labels, posts, overwrite, checkpoint_every,
                  workers, progress):
     """Pack the crops of WORKDIR that survived scoring and review into multi-resolution TFRecords.
 
@@ -62,6 +69,11 @@ def pack_command(workdir, out, name, seed, min_size, shard_size, labels, posts, 
     with --seed and is the same in every file. dataset.json records counts, sizes, the inputs'
     hashes and the sha256 of every file. A killed pack resumes from its last checkpoint; a rerun
     with the same inputs changes nothing. Check the result with `curate inspect DATASET_DIR`.
+
+    A crop that cannot be packed is skipped, and dataset.json counts it under a reason: the image
+    reader's codes (missing_file, unreadable, empty_file, not_an_image, truncated, corrupt, ...) or
+    wrong_size (not the crop size, see --size). Only a full, read-only or failing output stops the
+    stage (exit 1); run the same command again to resume.
 
     \b
     Examples:
@@ -78,7 +90,7 @@ def pack_command(workdir, out, name, seed, min_size, shard_size, labels, posts, 
         raise click.BadParameter("--posts is only used with --labels tags:...", param_hint="--posts")
     if not workdir.is_dir():
         raise click.BadParameter(f"{workdir} is not a folder; give the workdir `curate crop` wrote", param_hint="WORKDIR")
-    config = PackConfig(name=name, seed=seed, min_size=min_size, shard_size=shard_size, labels=labels,
+    config = PackConfig(name=name, seed=seed, size=size, min_size=min_size, shard_size=shard_size, labels=labels,
                         posts=str(posts.resolve()) if posts else None)
     stats = run_pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
                      checkpoint_every=checkpoint_every)

@@ -14,6 +14,7 @@ import base64
 import functools
 import io
 import json
+import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
 from curate import __version__
 from curate.core.atomic import write_bytes
 from curate.core.grid import png_bytes, read_tiles, render_grid
+from curate.core.errors import InputError
+from curate.core.paths import refuse_output_among_inputs
 from curate.core.workdir import Workdir, latest_decisions, surviving_crops
 
 THUMB = (128, 64)  # height, width: a 512x256 crop at a quarter
@@ -43,7 +47,36 @@ class Step:
 
 
 def _json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise InputError(f"{path} is not a stats file ({e}); rerun the stage that wrote it") from None
+
+
+def check_tables(wd: Workdir, filtered: Path | None = None) -> None:
+    """InputError (one line naming it) for a table or review database in the workdir that cannot be read."""
+    filtered = filtered or wd.root / "filtered.parquet"
+    for table in (filtered, wd.crops_table, wd.scores_table):
+        if table.exists():
+            try:
+                pq.read_schema(table)
+            except (pa.ArrowException, OSError) as e:
+                cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise InputError(f"{table} cannot be read as a table ({cause}); rerun the stage that wrote it") from None
+    try:
+        latest_decisions(wd.review_db)
+    except sqlite3.Error as e:
+        raise InputError(f"{wd.review_db} cannot be read as the review database ({e})") from None
+
+
+def report_inputs(wd: Workdir, filtered: Path | None = None) -> list[Path]:
+    """Every file and folder the report reads: its --out must be none of them."""
+    filtered = filtered or wd.root / "filtered.parquet"
+    return [filtered, filtered.with_name(filtered.name.removesuffix(".parquet") + ".stats.json"),
+            wd.crops_table, wd.crops_dir, wd.root / "crops.stats.json", wd.scores_table, wd.root / "scores.stats.json",
+            wd.review_db, wd.root / "dataset" / "dataset.json"]
 
 
 def gather(wd: Workdir, filtered: Path | None = None) -> dict[str, Any]:
@@ -184,6 +217,8 @@ def build(workdir: str | Path, out: str | Path | None = None, samples: int = 36,
     """Write the report for `workdir` (default WORKDIR/report.html) and return its path."""
     wd = Workdir(workdir)
     out = Path(out) if out else wd.root / "report.html"
+    refuse_output_among_inputs(out, inputs=[p for p in report_inputs(wd, filtered) if p.exists()])
+    check_tables(wd, filtered)
     info = gather(wd, filtered)
     steps = funnel(info, wd)
     figures: list[tuple[str, str]] = []

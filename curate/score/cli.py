@@ -52,7 +52,9 @@ def score_command(workdir, scorer, min_person, min_confidence, min_contrast, max
     cannot be read (rejected with the reader's code: missing_file, truncated, corrupt, ...), are
     flat, have too few colours or are blurry are rejected with that reason.
     Resumable: a killed run continues at the next chunk; changing only thresholds re-decides
-    without re-scoring.
+    without re-scoring; a rerun with the same inputs and thresholds rewrites nothing. One score
+    run at a time per workdir (a second refuses). A full or read-only workdir stops the stage
+    with exit 1, keeping the chunks already scored: free space and run it again.
 
     \b
     Examples:

@@ -4,6 +4,11 @@
 WORKDIR/.score-parts/<fingerprint>/ (atomically), so a killed run resumes at the first missing chunk.
 `decide()` runs when the parts are assembled into scores.parquet, so changing a threshold re-decides
 without re-scoring. The reasons and the person probability are explained in curate.score.scorer.
+
+One run at a time writes a workdir's scores (WORKDIR/.score.lock, curate.core.lock). A rerun with
+the same inputs, scorer and thresholds finds scores.parquet as its stats file describes it and
+rewrites nothing. A full, read-only or failing disk stops the stage with one line naming the workdir
+(exit 1); the chunks already written are kept, so the same command resumes.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from curate import __version__
 from curate.core.atomic import atomic_path, write_json
 from curate.core.image import read_bytes
 from curate.core.workdir import SCORES_SCHEMA, Workdir
-from curate.core.errors import CurateError
-from curate.core.hashing import file_hash
+from curate.core.errors import CurateError, environment_failure, is_environment_error
+from curate.core.hashing import file_hash, file_sha256
+from curate.core.lock import stage_lock
 from curate.score.scorer import CropScorer, PART_SCHEMA, REASONS, ScoreRules, decide
 
 CHUNK = 256  # crops per resumable part: ~10 s of full-width inference on 2 CPU cores
@@ -50,6 +56,11 @@ def stats_path(workdir: Workdir) -> Path:
 def parts_root(workdir: Workdir) -> Path:
     """Where resumable chunks live (one folder per input fingerprint)."""
     return workdir.root / ".score-parts"
+
+
+def lock_path(workdir: Workdir) -> Path:
+    """The lock a score run holds on the workdir's scores."""
+    return workdir.root / ".score.lock"
 
 
 def read_crops(workdir: Workdir) -> pa.Table:
@@ -109,18 +120,37 @@ def run_score(
 
     `stop_after_chunks` ends the run early after writing that many new chunks, as a kill would (tests).
     """
+    wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+    crops = read_crops(wd)  # first: a workdir that is not one is refused before anything is created in it
+    try:
+        with stage_lock(lock_path(wd), f"the scores of {wd.root}"):
+            return _score_locked(wd, crops, rules, scorer, models_root, batch_size, top_k, chunk, threads, progress,
+                                 stop_after_chunks)
+    except OSError as e:
+        # The disk failed the stage, not a crop: name the workdir the user gave (the chunk files are
+        # hidden), and keep what is written, so the same command resumes.
+        if is_environment_error(e) or isinstance(e, PermissionError):
+            if e.errno:  # the system's words, not pyarrow's "Error writing bytes to file. Detail: [errno 28] ..."
+                e = OSError(e.errno, os.strerror(e.errno))
+            raise environment_failure(e, wd.root) from None
+        raise
+
+
+def _score_locked(wd: Workdir, crops: pa.Table, rules: ScoreRules, scorer: str, models_root, batch_size: int, top_k: int, chunk: int,
+                  threads: int, progress: bool, stop_after_chunks: int | None) -> dict[str, Any]:
     from tqdm import tqdm
 
     from curate.score.models import models_dir
 
     t0 = time.perf_counter()
-    wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     root = models_dir(models_root)
-    crops = read_crops(wd)
     name, why = resolve_scorer(scorer, root)
     unit = CropScorer(name, root, batch_size=batch_size, top_k=top_k, threads=threads)
     model_info = unit.model_info()  # loads the network here, in the process that runs it
     fp = fingerprint(wd.crops_table, name, model_info and model_info["weights_sha256"], top_k, chunk)
+    done = _up_to_date(wd, fp, rules, scorer, why)
+    if done is not None:
+        return {**done, "up_to_date": True, "seconds": round(time.perf_counter() - t0, 3)}
     parts = parts_root(wd) / fp
     parts.mkdir(parents=True, exist_ok=True)
     for stale in parts_root(wd).iterdir():  # parts of other inputs or settings can never be used again
@@ -182,11 +212,26 @@ def run_score(
         "chunks": n_chunks,
         "chunks_reused": reused,
         "fingerprint": fp,
+        "scores_sha256": file_sha256(wd.scores_table),
         "seconds": round(seconds, 3),
         "crops_per_s": round(scored_rows / seconds, 2) if scored_rows and seconds else None,
     }
     write_json(stats_path(wd), stats)
     return stats
+
+
+def _up_to_date(wd: Workdir, fp: str, rules: ScoreRules, scorer: str, why: str) -> dict[str, Any] | None:
+    """The saved stats when scores.parquet is what this run would write (same inputs, scorer, rules), else None."""
+    try:
+        stats = json.loads(stats_path(wd).read_text())
+        same = (stats.get("complete") and stats.get("fingerprint") == fp and stats.get("rules") == rules.to_json()
+                and stats.get("scorer_choice") == scorer and stats.get("scorer_why") == why
+                and stats.get("curate_version") == __version__ and stats.get("scores_sha256"))
+        if same and wd.scores_table.is_file() and file_sha256(wd.scores_table) == stats["scores_sha256"]:
+            return stats
+    except (FileNotFoundError, IsADirectoryError, ValueError, AttributeError):
+        pass
+    return None
 
 
 def _reasons_checked(scorer: str, rules: ScoreRules) -> list[str]:
@@ -211,6 +256,9 @@ def summary_line(stats: dict[str, Any]) -> str:
     """One line a person reads at the end of the stage; it always names the scorer that ran."""
     if not stats.get("complete"):
         return f"score: stopped after {stats['chunks_done']} of {stats['chunks']} chunks; run again to resume"
+    if stats.get("up_to_date"):
+        return (f"score ({stats['scorer']} scorer): {stats['crops']:,} crops -> kept {stats['kept']:,}: "
+                f"already up to date -> {stats['output']}")
     rejected = ", ".join(f"{k} {v:,}" for k, v in sorted(stats["rejected"].items(), key=lambda kv: -kv[1]))
     speed = f", {stats['crops_per_s']:.1f} crops/s" if stats.get("crops_per_s") else ""
     resumed = f", {stats['chunks_reused']} of {stats['chunks']} chunks reused" if stats["chunks_reused"] else ""
