@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,21 @@ def group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def stop_when(proc: subprocess.Popen, ready, timeout: float = 60) -> None:
+    """Freeze `proc`'s whole process group (SIGSTOP) as soon as `ready()` is true: a run held mid-way.
+
+    The caller sizes the work so that the run lasts far longer than one poll (2 ms); if it ends
+    first anyway, this fails saying so rather than testing nothing."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            os.killpg(proc.pid, signal.SIGSTOP)
+            assert proc.poll() is None, "the run ended before it could be held: give it more work"
+            return
+        time.sleep(0.002)
+    out, err = proc.communicate() if proc.poll() is not None else (b"", b"")
+    raise AssertionError(f"the run never reached the point to hold it at (rc {proc.poll()}): {err[-2000:]!r}")

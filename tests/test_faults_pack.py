@@ -10,6 +10,7 @@ rest through `in_process`, the same command and error handler without the interp
 from __future__ import annotations
 
 import importlib.util
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,12 +26,12 @@ from PIL import Image
 
 from click.testing import CliRunner
 
-from conftest import ROOT, assert_one_line_error, group_alive, run_curate
+from conftest import ROOT, assert_one_line_error, group_alive, run_curate, stop_when
 from curate.cli import cli
 from curate.core.errors import InputError
 from curate.core.workdir import Workdir
 from curate.dataset import schema as R
-from curate.dataset.pack import PackConfig, PackError, run_pack, shuffled_order
+from curate.dataset.pack import PackConfig, PackError, run_pack
 from curate.testing.review import make_review_workdir
 from test_pack import crop_image, dir_bytes, make_workdir
 
@@ -176,38 +176,25 @@ def test_a_full_disk_stops_pack_with_one_line_and_a_rerun_resumes_to_the_same_by
 # ---- a second run, and kill -9 -------------------------------------------------------------------
 
 def test_a_second_pack_is_refused_and_a_killed_pack_leaves_no_worker_and_resumes(tmp_path):
-    # issue 13 #10 and #11: two workers; the 23rd crop in pack order is a FIFO, so the run blocks
-    # exactly there (chunks of 8: chunks 0-1 are consumed, the checkpoint is at crop 15)
-    n = 40
+    # issue 13 #10 and #11: two workers; the run is held (SIGSTOP, its whole group) once it has
+    # checkpointed; 800 crops keep it busy far longer than the 2 ms between looks
+    n = 800
     wd = make_workdir(tmp_path / "wd", n)
     run_pack(wd.root, tmp_path / "clean", PackConfig(), workers=1, progress=False)
-    blocker = wd.root / Workdir.crop_file(f"{100 + int(shuffled_order(n, R.SEED)[22])}_0")
-    real = blocker.read_bytes()
-    blocker.unlink()
-    os.mkfifo(blocker)
     out = tmp_path / "ds"
     args = ["pack", str(wd.root), "--out", str(out), "-j", "2", "--checkpoint-every", "5", "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "curate", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    writer = None
+    progress = out / ".pack-staging" / "progress.json"
     try:
-        deadline = time.monotonic() + 60
-        while writer is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                writer = os.open(blocker, os.O_WRONLY | os.O_NONBLOCK)  # succeeds once a worker opened it
-            except OSError:
-                time.sleep(0.02)
-        assert writer is not None and proc.poll() is None, proc.communicate()
-        progress = out / ".pack-staging" / "progress.json"
-        while time.monotonic() < deadline and (json.loads(progress.read_text()) if progress.exists() else {}).get("done") != 15:
-            time.sleep(0.02)
-        assert json.loads(progress.read_text())["done"] == 15
-
+        stop_when(proc, lambda: progress.exists())
         second = run_curate(*args, timeout=60)
         assert_one_line_error(second, f"another run (pid {proc.pid})", str(out), code=1)
 
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # its workers are stopped: they must still die with it
         proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # (none left: fine)
+            os.killpg(proc.pid, signal.SIGCONT)  # a helper without a death signal (multiprocessing's resource tracker) exits once it runs
         deadline = time.monotonic() + 10
         while group_alive(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -216,12 +203,10 @@ def test_a_second_pack_is_refused_and_a_killed_pack_leaves_no_worker_and_resumes
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if writer is not None:
-            os.close(writer)
-    blocker.unlink()
-    blocker.write_bytes(real)
+    done = json.loads(progress.read_text())["done"]
+    assert 0 < done < n
     r = run_curate(*args)
-    assert r.returncode == 0 and "resumed at crop 15" in r.stdout, (r.stdout, r.stderr)
+    assert r.returncode == 0 and f"resumed at crop {done:,}" in r.stdout, (r.stdout, r.stderr)
     assert dir_bytes(out) == dir_bytes(tmp_path / "clean") and not (out / ".pack-staging").exists()
 
 

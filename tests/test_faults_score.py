@@ -4,6 +4,8 @@ read-only or full workdir. Each through the CLI as a user runs it, where the pro
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +17,7 @@ import cv2
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conftest import ROOT, assert_one_line_error, group_alive, run_curate
+from conftest import ROOT, assert_one_line_error, group_alive, run_curate, stop_when
 from curate.core.workdir import CROPS_SCHEMA, Workdir
 from curate.score.runner import run_score, stats_path, summary_line
 from curate.score.scorer import ScoreRules
@@ -45,8 +47,8 @@ def make_workdir(root: Path, n: int = 8, crops_elsewhere: Path | None = None) ->
     return wd
 
 
-def _clean_scores(tmp_path: Path) -> pa.Table:
-    wd = make_workdir(tmp_path / "clean")
+def _clean_scores(tmp_path: Path, n: int = 8) -> pa.Table:
+    wd = make_workdir(tmp_path / "clean", n)
     run_score(wd, scorer="heuristic", progress=False)
     return pq.read_table(wd.scores_table)
 
@@ -56,28 +58,22 @@ def _temporaries(root: Path) -> list[str]:
 
 
 def test_a_second_score_is_refused_and_a_killed_one_leaves_nothing_running_and_reruns(tmp_path):
-    # issue 13 #11 (and #10 for score): crop 3 is a FIFO, so the first run blocks reading it
-    wd = make_workdir(tmp_path / "w")
-    blocker = wd.root / Workdir.crop_file("103_0")
-    real = blocker.read_bytes()
-    blocker.unlink()
-    os.mkfifo(blocker)
+    # issue 13 #11 (and #10 for score): the first run is held (SIGSTOP) once it has written its first
+    # part; 1,500 crops keep it busy far longer than the 2 ms between looks
+    n = 1500
+    wd = make_workdir(tmp_path / "w", n)
+    parts = wd.root / ".score-parts"
     proc = subprocess.Popen([sys.executable, "-m", "curate", "score", str(wd.root), *HEURISTIC], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    writer = None
     try:
-        deadline = time.monotonic() + 60
-        while writer is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                writer = os.open(blocker, os.O_WRONLY | os.O_NONBLOCK)  # succeeds once the run opened it
-            except OSError:
-                time.sleep(0.02)
-        assert writer is not None and proc.poll() is None, proc.communicate()
+        stop_when(proc, lambda: any(parts.glob("*/part-*.parquet")))
         second = run_curate("score", wd.root, *HEURISTIC, timeout=60)
         assert_one_line_error(second, f"another run (pid {proc.pid})", str(wd.root), code=1)
         assert not wd.scores_table.exists()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # (none left: fine)
+            os.killpg(proc.pid, signal.SIGCONT)  # anything else held with it may now run to its end
         deadline = time.monotonic() + 10
         while group_alive(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -86,13 +82,11 @@ def test_a_second_score_is_refused_and_a_killed_one_leaves_nothing_running_and_r
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if writer is not None:
-            os.close(writer)
-    blocker.unlink()
-    blocker.write_bytes(real)
     r = run_curate("score", wd.root, *HEURISTIC)
     assert r.returncode == 0, r.stderr
-    assert pq.read_table(wd.scores_table).equals(_clean_scores(tmp_path))
+    stats = json.loads(stats_path(wd).read_text())
+    assert stats["chunks_reused"] >= 1, "the rerun redid the part the killed run had finished"
+    assert pq.read_table(wd.scores_table).equals(_clean_scores(tmp_path, n))
 
 
 def test_a_no_op_rerun_rewrites_neither_the_table_nor_the_stats(tmp_path):

@@ -62,7 +62,8 @@ def is_environment_error(e: BaseException) -> bool:
 def describe_os_error(e: OSError, path: str | os.PathLike | None = None) -> str:
     """One line for an OSError: the path, the system's words, and what to do."""
     where = path if path is not None else (e.filename or "")
-    cause = e.strerror or str(e) or type(e).__name__
+    # the system's own words for the errno (pyarrow wraps them: "Error writing bytes to file. Detail: ...")
+    cause = os.strerror(e.errno) if isinstance(e.errno, int) and e.errno > 0 else (e.strerror or str(e) or type(e).__name__)
     advice = _ADVICE.get(e.errno)
     line = f"{os.fspath(where)}: {cause}" if where else cause
     return f"{line}; {advice}" if advice else line
