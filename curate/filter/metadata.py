@@ -170,6 +170,8 @@ class Post:
                 raise FieldError("wrong_type", f"favs: {e}") from None
             except UnicodeDecodeError as e:
                 raise FieldError("malformed_json", f"favs: {_utf8_detail(e)}") from None
+            except RecursionError:
+                raise FieldError("malformed_json", f"favs: {_TOO_DEEP}") from None
         return _int(self._raw.fav_count, "favs or fav_count")
 
     @property
@@ -199,6 +201,8 @@ class Post:
                 raise FieldError("wrong_type", f"tags: {e}") from None
             except UnicodeDecodeError as e:
                 raise FieldError("malformed_json", f"tags: {_utf8_detail(e)}") from None
+            except RecursionError:
+                raise FieldError("malformed_json", f"tags: {_TOO_DEEP}") from None
         return self._tag_objects
 
     def flat_tags(self) -> tuple[list[str], list[str]]:
@@ -227,6 +231,8 @@ class Post:
                 raise FieldError("wrong_type", f"tags: {e}") from None
             except UnicodeDecodeError as e:
                 raise FieldError("malformed_json", f"tags: {_utf8_detail(e)}") from None
+            except RecursionError:
+                raise FieldError("malformed_json", f"tags: {_TOO_DEEP}") from None
         objs = self._objects()
         if objs is not None:
             return {t.name for t in objs}
@@ -355,6 +361,9 @@ def _number(value: int) -> str:
     return str(value) if value.bit_length() < 256 else f"<a {value.bit_length()}-bit integer>"
 
 
+_TOO_DEEP = "nested too deeply to decode"
+
+
 def _utf8_detail(e: UnicodeDecodeError) -> str:
     return f"invalid UTF-8 ({e.reason}, byte {e.object[e.start:e.start + 1]!r})"
 
@@ -400,6 +409,8 @@ def decode_line(line: bytes | memoryview) -> Post | BadLine:
         return BadLine("malformed_json", str(e))
     except UnicodeDecodeError as e:  # JSON is UTF-8 (RFC 8259): a string that is not is malformed
         return BadLine("malformed_json", _utf8_detail(e))
+    except RecursionError:
+        return BadLine("malformed_json", _TOO_DEEP)
     # Presence is cheap to check for every line; only converting values is left until needed.
     if (raw.id is None or raw.created_at is None or raw.rating is None or raw.image_width is None
             or raw.image_height is None or raw.file_ext is None):
