@@ -167,7 +167,7 @@ def _open_staging(staging: Path, fingerprint: str) -> dict[int, Path]:
     """The finished blocks of an earlier run of the same work (block number -> file); else a fresh folder."""
     state = _read_json(staging / "run.json")
     if state is not None and state.get("fingerprint") == fingerprint:
-        return {int(p.name[1:-8]): p for p in staging.glob("b*.parquet")}
+        return {int(p.name[1:-8]): p for p in staging.glob("b*.parquet") if p.name[1:-8].isdigit()}
     _remove(staging)
     staging.mkdir()
     write_json(staging / "run.json", {"stage": "filter", "curate_version": __version__, "fingerprint": fingerprint})
