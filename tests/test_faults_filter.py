@@ -306,7 +306,9 @@ def test_kill_9_leaves_no_worker_and_the_rerun_resumes_to_the_same_bytes(tmp_pat
     out = tmp_path / "f.parquet"
     proc = _start_filter(path, out, "-j", "2")
     _wait_for(lambda: len(_staged(out)) >= 2, proc, "two finished blocks")
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     os.kill(proc.pid, signal.SIGKILL)  # the main process only: its workers must follow it by themselves
+    assert len(workers) >= 2, "the run had no pool workers to orphan"
     proc.wait()
     for _ in range(100):  # up to ~10 s
         if not group_alive(proc.pid):
@@ -423,6 +425,19 @@ def test_a_read_only_output_is_one_line_naming_it(tmp_path, read_only_dir):
     last = assert_one_line_error(r, f"{out}: Read-only file system", "writable", code=1)
     assert ".lock" not in last and ".staging" not in last
     assert list(read_only_dir.iterdir()) == []
+
+
+def test_a_stats_file_that_cannot_be_written_is_one_line_naming_it_and_the_rerun_finishes(tmp_path, big):
+    path, reference = big
+    out = tmp_path / "f.parquet"
+    stats_path(out).mkdir()  # in the way of the stats file, as no chmod can be for root
+    r = run_curate("filter", path, "-o", out, "--no-progress", "--block-mb", BLOCK_MB, "-j", "2")
+    assert_one_line_error(r, f"{stats_path(out)}: Is a directory", code=1)
+    assert len(_staged(out)) > 0  # kept: the work is done, only its record is missing
+    stats_path(out).rmdir()
+    stats = run_filter([path], out, FilterRules(), workers=2, block_bytes=BLOCK, progress=False)
+    assert stats["blocks_resumed"] == stats["blocks"] and sha256(out) == reference
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.parquet", "f.stats.json"]
 
 
 def test_a_full_disk_stops_with_one_line_and_the_rerun_resumes_once_there_is_room(tmp_path, big, tiny_disk):
