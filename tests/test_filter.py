@@ -214,10 +214,16 @@ def test_an_interrupted_write_leaves_no_output(tmp_path, mixed, monkeypatch, rul
     def boom(*a, **k):
         raise KeyboardInterrupt
 
+    real = filt._whole_input_rules
     monkeypatch.setattr(filt, "_whole_input_rules", boom)  # while the output is being written
     with pytest.raises(KeyboardInterrupt):
         run_filter([path], out, rules, workers=1, progress=False)
-    assert list(tmp_path.iterdir()) == [path]
+    # no output, no temporary, no lock: only the finished block, kept for the rerun to resume from
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".o.parquet.staging", path.name]
+    monkeypatch.setattr(filt, "_whole_input_rules", real)
+    stats = run_filter([path], out, rules, workers=1, progress=False)
+    assert stats["blocks_resumed"] == stats["blocks"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.parquet", "o.stats.json", path.name]
 
 
 def test_a_killed_run_leaves_no_output_and_the_rerun_cleans_up(tmp_path):

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from curate.core.settings import default_of
-from curate.filter.runner import FilterRules, run_filter, summary_line
-from curate.filter.metadata import parse_timestamp
+from curate.filter.runner import FilterRules, run_filter, stats_path, summary_line
+from curate.filter.metadata import BLOCK_BYTES, parse_timestamp
 from curate.filter.tagsets import DEFAULT_EXCLUDE
 
 
@@ -78,18 +78,32 @@ def _ratings(ctx: click.Context, param: click.Parameter, value: str) -> frozense
 @click.option("--keep-banned", is_flag=True, help="Keep posts marked banned (dropped by default).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes  [default: one per core]")
+@click.option("--block-mb", type=click.FloatRange(min=0.01), default=BLOCK_BYTES / (1 << 20), show_default=True,
+              metavar="MB", help="Metadata per unit of work: each worker holds one in memory, and a killed run's "
+                                 "rerun redoes at most the blocks that were in flight.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def filter_command(metadata, out, dataset_root, min_favs, min_score, since, until, max_age_years, as_of,
                    require_tags, any_tags, exclude_tags, no_default_excludes, list_default_excludes, ratings,
-                   min_height, min_width, exts, keep_deleted, keep_banned, workers, progress):
+                   min_height, min_width, exts, keep_deleted, keep_banned, workers, block_mb, progress):
     """Select posts from Danbooru METADATA (files or folders) into a parquet table.
 
     Reads both metadata generations, mixed freely: the Danbooru2017-2020 export (numbers as
-    strings, a favs list; plain, .json, .gz, .xz or metadata.json.tar.xz) and the 2021+/API form
-    (typed values, fav_count, tag_string_*). Bad lines are counted and located in the stats file,
-    never fatal. A removed post is counted under the first rule it fails, in this order: deleted,
-    banned, file_ext, rating, too_small, favs, score, since, until, require_tags, any_tags,
-    exclude_tags, max_age, duplicate, missing_file.
+    strings, a favs list; plain, .json, .gz, .xz, .bz2 or metadata.json.tar.xz) and the 2021+/API
+    form (typed values, fav_count, tag_string_*). A removed post is counted under the first rule it
+    fails, in this order: deleted, banned, file_ext, rating, too_small, favs, score, since, until,
+    require_tags, any_tags, exclude_tags, max_age, duplicate, missing_file.
+
+    Bad lines are counted and located in the stats file, never fatal: malformed_json (not JSON,
+    or not valid UTF-8), wrong_type, missing_field, bad_value (an id that is not a positive 64-bit
+    integer, a size or count outside 32 bits, a created_at that is no date or lies outside
+    2005-2099). Input problems are listed there too, and warned about: empty_file,
+    truncated_or_corrupt (every line that still decompresses is read), and, for an entry of a
+    metadata folder, broken_link, not_a_file or unreadable (the other files are read).
+
+    A killed run resumes: run the same command again and the blocks it finished are read back
+    from .FILTERED.parquet.staging/ instead of being decoded again; the output is the same, byte
+    for byte. A rerun with the same inputs and rules writes nothing. One run at a time may write
+    an output; the output may not be an input, nor lie inside an input folder or --dataset-root.
 
     \b
     Examples:
@@ -117,5 +131,15 @@ def filter_command(metadata, out, dataset_root, min_favs, min_score, since, unti
     )
     if since is not None and until is not None and since >= until:
         raise click.BadParameter("--since must be earlier than --until")
-    stats = run_filter(list(metadata), out, rules, dataset_root=dataset_root, workers=workers, progress=progress)
+    stats = run_filter(list(metadata), out, rules, dataset_root=dataset_root, workers=workers,
+                       block_bytes=max(1, int(block_mb * (1 << 20))), progress=progress)
+    problems = stats["input_problems"]
+    for p in problems[:_WARNINGS]:
+        click.echo(f"curate filter: warning: {p['file']}: {p['reason']} ({p['detail']})", err=True)
+    if len(problems) > _WARNINGS:
+        click.echo(f"curate filter: warning: {len(problems) - _WARNINGS} more input problems are listed in "
+                   f"{stats_path(out)}", err=True)
     click.echo(summary_line(stats))
+
+
+_WARNINGS = 10  # input problems shown on the terminal; the stats file lists them all

@@ -12,11 +12,13 @@ Two layers:
 from __future__ import annotations
 
 import bz2
-import gzip
+import errno
 import lzma
 import os
 import re
+import stat
 import tarfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import BinaryIO, Iterator
 
 import msgspec
 
-from curate.core.errors import InputError
+from curate.core.errors import InputError, is_environment_error
 
 BLOCK_BYTES = 32 << 20  # big enough to amortise per-task cost, small enough to keep memory flat
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2")
@@ -130,9 +132,12 @@ class Post:
             if text is None:
                 raise FieldError("missing_field", "no created_at")
             try:
-                self._created_at = parse_timestamp(text)
-            except ValueError:
+                created = parse_timestamp(text)
+            except (ValueError, OverflowError):
                 raise FieldError("bad_value", f"created_at={text[:40]!r} is not a timestamp") from None
+            if not CREATED_MIN <= created < CREATED_MAX:
+                raise FieldError("bad_value", f"created_at={text[:40]!r} is outside {_CREATED_RANGE}")
+            self._created_at = created
         return self._created_at
 
     @property
@@ -163,6 +168,10 @@ class Post:
                 return _count_favs(fav_json)
             except msgspec.ValidationError as e:
                 raise FieldError("wrong_type", f"favs: {e}") from None
+            except UnicodeDecodeError as e:
+                raise FieldError("malformed_json", f"favs: {_utf8_detail(e)}") from None
+            except RecursionError:
+                raise FieldError("malformed_json", f"favs: {_TOO_DEEP}") from None
         return _int(self._raw.fav_count, "favs or fav_count")
 
     @property
@@ -190,6 +199,10 @@ class Post:
                 self._tag_objects = _tags_decoder.decode(self._raw.tags)
             except msgspec.ValidationError as e:
                 raise FieldError("wrong_type", f"tags: {e}") from None
+            except UnicodeDecodeError as e:
+                raise FieldError("malformed_json", f"tags: {_utf8_detail(e)}") from None
+            except RecursionError:
+                raise FieldError("malformed_json", f"tags: {_TOO_DEEP}") from None
         return self._tag_objects
 
     def flat_tags(self) -> tuple[list[str], list[str]]:
@@ -216,6 +229,10 @@ class Post:
                 return {t.name for t in _tag_names_decoder.decode(self._raw.tags)}
             except msgspec.ValidationError as e:
                 raise FieldError("wrong_type", f"tags: {e}") from None
+            except UnicodeDecodeError as e:
+                raise FieldError("malformed_json", f"tags: {_utf8_detail(e)}") from None
+            except RecursionError:
+                raise FieldError("malformed_json", f"tags: {_TOO_DEEP}") from None
         objs = self._objects()
         if objs is not None:
             return {t.name for t in objs}
@@ -244,8 +261,14 @@ class Post:
     def row(self) -> tuple:
         """Every field, each read once: (id, created_at, rating, width, height, file_ext, favs,
         score, md5, tag names, tag codes). Raises FieldError for the first unusable one."""
-        return (self.id, self.created_at, self.rating, self.width, self.height, self.file_ext,
-                self.favs, self.score, self._raw.md5, *self.flat_tags())
+        row = (self.id, self.created_at, self.rating, self.width, self.height, self.file_ext,
+               self.favs, self.score, self._raw.md5, *self.flat_tags())
+        # Only rows that are kept get here, so the range checks cost nothing on the posts removed
+        # earlier; they keep an absurd number from overflowing its column when the rows are converted.
+        if not (0 < row[0] < _INT64 and 0 < row[3] < _INT32 and 0 < row[4] < _INT32
+                and 0 <= row[6] < _INT32 and -_INT32 <= row[7] < _INT32):
+            raise FieldError("bad_value", _out_of_range(row))
+        return row
 
     def validate(self) -> None:
         """Read every field once, raising FieldError for the first unusable one."""
@@ -256,7 +279,7 @@ class Post:
 class BadLine:
     """A metadata line that could not become a Post, with a reason code and detail."""
 
-    reason: str  # malformed_json | wrong_type | missing_field | bad_value
+    reason: str  # malformed_json (not JSON, or not UTF-8) | wrong_type | missing_field | bad_value
     detail: str
 
 
@@ -311,6 +334,40 @@ def parse_timestamp(text: str) -> int:
     return round(dt.timestamp() * 1_000_000)
 
 
+# The values a kept row may hold: ids are positive int64, sizes and counts fit their int32 columns.
+_INT64 = 1 << 63
+_INT32 = 1 << 31
+# created_at outside these years is a corrupt line, not a post: Danbooru opened in May 2005, and the
+# bound is fixed (not "now") so that the same input always gives the same output.
+CREATED_MIN = 1_104_537_600_000_000  # 2005-01-01T00:00:00Z, µs
+CREATED_MAX = 4_102_444_800_000_000  # 2100-01-01T00:00:00Z, µs
+_CREATED_RANGE = "2005-01-01 .. 2099-12-31 (Danbooru opened in 2005)"
+
+
+def _out_of_range(row: tuple) -> str:
+    """Which value of a row is outside its column's range, for the bad line's detail."""
+    post_id, _, _, width, height, _, favs, score = row[:8]
+    if not 0 < post_id < _INT64:
+        return f"id={_number(post_id)} is not a positive 64-bit integer"
+    for name, value, low in (("image_width", width, 1), ("image_height", height, 1), ("favs", favs, 0),
+                             ("score", score, -_INT32)):
+        if not low <= value < _INT32:
+            return f"{name}={_number(value)} is outside {low}..{_INT32 - 1}"
+    return "a value is out of range"
+
+
+def _number(value: int) -> str:
+    # a JSON integer can have any number of digits, more than str() will convert (sys.int_info)
+    return str(value) if value.bit_length() < 256 else f"<a {value.bit_length()}-bit integer>"
+
+
+_TOO_DEEP = "nested too deeply to decode"
+
+
+def _utf8_detail(e: UnicodeDecodeError) -> str:
+    return f"invalid UTF-8 ({e.reason}, byte {e.object[e.start:e.start + 1]!r})"
+
+
 def _int(value: int | str | None, field: str) -> int:
     if value is None:
         raise FieldError("missing_field", f"no {field}")
@@ -347,7 +404,13 @@ def decode_line(line: bytes | memoryview) -> Post | BadLine:
     except msgspec.ValidationError as e:
         return BadLine("wrong_type", str(e))
     except msgspec.DecodeError as e:
+        if line[:3] == _BOM:  # a byte-order mark before a file's first line: the line itself may be fine
+            return decode_line(line[3:])
         return BadLine("malformed_json", str(e))
+    except UnicodeDecodeError as e:  # JSON is UTF-8 (RFC 8259): a string that is not is malformed
+        return BadLine("malformed_json", _utf8_detail(e))
+    except RecursionError:
+        return BadLine("malformed_json", _TOO_DEEP)
     # Presence is cheap to check for every line; only converting values is left until needed.
     if (raw.id is None or raw.created_at is None or raw.rating is None or raw.image_width is None
             or raw.image_height is None or raw.file_ext is None):
@@ -361,6 +424,7 @@ def decode_line(line: bytes | memoryview) -> Post | BadLine:
 
 
 _REQUIRED = ("id", "created_at", "rating", "image_width", "image_height", "file_ext")
+_BOM = b"\xef\xbb\xbf"
 
 
 def decode_post(line: bytes) -> Post:
@@ -385,9 +449,10 @@ _METADATA_SUFFIXES = ("", ".json", ".jsonl", ".ndjson") + tuple(
 )
 
 
-def _looks_like_metadata(p: Path) -> bool:
-    name = p.name.lower()
-    if name.startswith(".") or not p.is_file():
+def _named_like_metadata(name: str) -> bool:
+    """Whether a folder entry's name is one a metadata file has (hidden names never are)."""
+    name = name.lower()
+    if name.startswith("."):
         return False
     if name.endswith(".tar.xz") or name.endswith(".tar.gz"):
         return True
@@ -396,20 +461,85 @@ def _looks_like_metadata(p: Path) -> bool:
     return any(name.endswith(s) for s in _METADATA_SUFFIXES if s)
 
 
-def expand_inputs(paths: list[str | os.PathLike]) -> list[Path]:
-    """Files named directly, plus the metadata files in named directories (a dump root's metadata/)."""
+@dataclass
+class InputProblem:
+    """Something wrong with an input as a whole (empty, truncated, not a file, unreadable)."""
+
+    file: str
+    reason: str  # empty_file | truncated_or_corrupt | broken_link | not_a_file | unreadable
+    detail: str
+
+
+def _unusable(path: Path) -> tuple[str, str] | None:
+    """(reason, detail) if `path` is not a regular file this process can read, else None.
+
+    Environment errors (an I/O error, no file descriptors left) are raised: they are the machine's
+    fault, not the file's, and the stage must stop rather than skip the file.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if is_environment_error(e):
+            raise
+        if path.is_symlink():
+            target = os.readlink(path)
+            if e.errno == errno.ELOOP:
+                return "broken_link", f"a symbolic link loop (-> {target})"
+            return "broken_link", f"a symbolic link to {target}, which does not exist"
+        return "unreadable", e.strerror or str(e)
+    if stat.S_ISDIR(st.st_mode):
+        return "not_a_file", "a folder"
+    if not stat.S_ISREG(st.st_mode):
+        return "not_a_file", "not a regular file (a pipe, socket or device)"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        if is_environment_error(e):
+            raise
+        return "unreadable", e.strerror or str(e)
+    os.close(fd)
+    return None
+
+
+def expand_inputs(paths: list[str | os.PathLike], problems: list[InputProblem] | None = None) -> list[Path]:
+    """Files named directly, plus the metadata files in named directories (a dump root's metadata/).
+
+    A file named directly that cannot be read stops the stage with one line (InputError). In a folder,
+    an entry named like metadata that is not a readable file (a dangling link, a folder or pipe named
+    x.json, a file without read permission) is recorded in `problems` as broken_link, not_a_file or
+    unreadable, and the others are read. Hidden entries, other names and plain subfolders are not
+    metadata and are passed over.
+    """
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if not p.exists():
+            if p.is_symlink():
+                raise InputError(f"{p}: a symbolic link to {os.readlink(p)}, which does not exist")
             raise InputError(f"{p}: no such file or directory; pass metadata files or a folder holding them")
         if p.is_dir():
             folder = p / "metadata" if (p / "metadata").is_dir() else p
-            found = sorted(f for f in folder.iterdir() if _looks_like_metadata(f))
+            found: list[Path] = []
+            skipped: list[InputProblem] = []
+            for f in sorted(folder.iterdir()):
+                if not _named_like_metadata(f.name):
+                    continue
+                problem = _unusable(f)
+                if problem is None:
+                    found.append(f)
+                elif not (problem[0] == "not_a_file" and f.is_dir() and "." not in f.name):
+                    skipped.append(InputProblem(str(f), *problem))  # a plain subfolder is not a problem
             if not found:
-                raise InputError(f"{p}: no metadata files in this folder (expected JSON lines, .json, .gz, .xz)")
+                why = f" ({skipped[0].file}: {skipped[0].detail})" if skipped else ""
+                raise InputError(f"{p}: no readable metadata files in this folder{why}; "
+                                 "expected JSON lines, .json, .gz, .xz")
+            if problems is not None:
+                problems.extend(skipped)
             out.extend(found)
         else:
+            problem = _unusable(p)
+            if problem is not None:
+                raise InputError(f"{p}: {problem[1]}; pass a readable metadata file")
             out.append(p)
     return out
 
@@ -433,15 +563,6 @@ class Block:
         with open(self.path, "rb") as f:  # type: ignore[arg-type]
             f.seek(self.start)
             return f.read(self.end - self.start)
-
-
-@dataclass
-class InputProblem:
-    """Something wrong with an input as a whole (empty, truncated, not an archive)."""
-
-    file: str
-    reason: str
-    detail: str
 
 
 def _plain_blocks(path: Path, block_bytes: int) -> Iterator[Block]:
@@ -479,12 +600,86 @@ class _CountingReader:
         return getattr(self._f, name)
 
 
-def _decompressor(name: str, raw: _CountingReader) -> BinaryIO:
-    if name.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
-    if name.endswith(".xz"):
-        return lzma.LZMAFile(raw, "rb")  # type: ignore[arg-type]
-    return bz2.BZ2File(raw, "rb")  # type: ignore[arg-type]
+_CODEC_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+
+
+class _Decompressed:
+    """A .gz, .xz or .bz2 stream, decompressed as it is read, that keeps every byte before damage.
+
+    The stdlib's GzipFile, LZMAFile and BZ2File raise when a stream is truncated and drop what that
+    read had decompressed: with reads of a megabyte, a small damaged file gave nothing at all. Here a
+    read returns what has decompressed so far, and only the read after it raises (EOFError for a
+    truncated stream, the codec's error for a corrupt one). Concatenated streams (pigz, pbzip2, xz
+    -T) are read one after another, as those classes do, and zero padding between them is skipped.
+    """
+
+    _CHUNK = 1 << 16  # compressed bytes per decompress call: bounds the memory one call can take
+
+    def __init__(self, raw: BinaryIO, kind: str):
+        self._raw = raw
+        self._kind = kind
+        self._codec = self._new()
+        self._streams = 0  # streams finished
+        self._fed = False  # whether the current stream has been given any bytes
+        self._buf = b""
+        self._pos = 0
+        self._done = False
+        self._error: BaseException | None = None
+
+    def _new(self):
+        if self._kind == "gz":
+            return zlib.decompressobj(wbits=31)  # the gzip wrapper, its CRC checked at each member's end
+        if self._kind == "xz":
+            return lzma.LZMADecompressor()
+        return bz2.BZ2Decompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while chunk := self.read(1 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        while self._pos >= len(self._buf) and not self._done:
+            self._refill()
+        data = self._buf[self._pos:self._pos + n]
+        self._pos += len(data)
+        if not data and self._error is not None:
+            error, self._error = self._error, None  # raised once; later reads see the end
+            raise error
+        return data
+
+    def _refill(self) -> None:
+        """Decompress the next piece into the buffer, or mark the end (and any damage) of the data."""
+        if self._codec.eof:  # a stream ended: another may follow it in the same file
+            pending = self._codec.unused_data
+            self._codec = self._new()
+            self._streams += 1
+            self._fed = False
+        else:
+            pending = b""
+        chunk = pending or self._raw.read(self._CHUNK)
+        if not chunk:
+            self._done = True
+            if self._fed:
+                self._error = EOFError("compressed data ends before the end of the stream (truncated)")
+            return
+        if self._streams and not self._fed:
+            chunk = chunk.lstrip(b"\0")
+            if not chunk:
+                return  # padding between streams: read on
+        self._fed = True
+        try:
+            out = self._codec.decompress(chunk)
+        except _CODEC_ERRORS as e:
+            if is_environment_error(e):
+                raise
+            self._done = True
+            self._error = e
+            return
+        self._buf, self._pos = out, 0
 
 
 def _stream_pieces(
@@ -492,10 +687,11 @@ def _stream_pieces(
 ) -> Iterator[Block]:
     """Cut a decompressed stream into whole-line pieces; a broken stream ends with a problem.
 
-    Reads in small steps: a read that hits a truncation raises and loses what it decompressed,
-    so a small step keeps all but the last megabyte before the damage.
+    A damaged stream keeps every line before the damage: `_Decompressed` returns all it could
+    decompress before it raises. (A tar member's reads go through tarfile, which drops the read that
+    meets the damage: small reads keep that loss under one step.)
     """
-    step = min(block_bytes, 1 << 20)
+    step = min(block_bytes, 1 << 16)
     pending: list[bytes] = []
     size = 0
     index = 0
@@ -503,7 +699,9 @@ def _stream_pieces(
     while True:
         try:
             chunk = stream.read(step)
-        except (EOFError, OSError, lzma.LZMAError) as e:  # truncated or corrupt compressed data
+        except (*_CODEC_ERRORS, tarfile.TarError) as e:  # truncated or corrupt compressed data
+            if is_environment_error(e):
+                raise
             problems.append(InputProblem(source, "truncated_or_corrupt", str(e) or type(e).__name__))
             chunk = b""
         if chunk:
@@ -520,6 +718,10 @@ def _stream_pieces(
         pending, size = ([data[cut:]], len(data) - cut) if chunk else ([], 0)
         if not chunk:
             return
+
+
+def _kind(name: str) -> str:
+    return "gz" if name.endswith(".gz") else "xz" if name.endswith(".xz") else "bz2"
 
 
 def open_blocks(
@@ -539,30 +741,32 @@ def open_blocks(
                 continue
             with open(path, "rb") as f:
                 counter = _CountingReader(f)
+                stream = _Decompressed(counter, _kind(name))
                 if name.endswith((".tar.xz", ".tar.gz")):
-                    yield from _tar_blocks(path, counter, block_bytes, problems)
+                    yield from _tar_blocks(path, stream, counter, block_bytes, problems)
                 else:
-                    yield from _stream_pieces(
-                        _decompressor(name, counter), str(path), counter, block_bytes, problems
-                    )
+                    yield from _stream_pieces(stream, str(path), counter, block_bytes, problems)
 
     return total, blocks()
 
 
 def _tar_blocks(
-    path: Path, counter: _CountingReader, block_bytes: int, problems: list[InputProblem]
+    path: Path, stream: _Decompressed, counter: _CountingReader, block_bytes: int, problems: list[InputProblem]
 ) -> Iterator[Block]:
-    mode = "r|xz" if path.name.lower().endswith(".xz") else "r|gz"
+    before = len(problems)
     try:
-        with tarfile.open(fileobj=counter, mode=mode) as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 if not member.isfile() or not _looks_like_member(member.name):
                     continue
                 f = tar.extractfile(member)
                 if f is not None:
                     yield from _stream_pieces(f, f"{path}:{member.name}", counter, block_bytes, problems)
-    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError) as e:
-        problems.append(InputProblem(str(path), "truncated_or_corrupt", str(e) or type(e).__name__))
+    except (*_CODEC_ERRORS, tarfile.TarError) as e:
+        if is_environment_error(e):
+            raise
+        if len(problems) == before:  # a damaged member already said so
+            problems.append(InputProblem(str(path), "truncated_or_corrupt", str(e) or type(e).__name__))
 
 
 def _looks_like_member(name: str) -> bool:
