@@ -38,7 +38,7 @@ def test_fetch_writes_the_dump_layout_and_verifies_files(api, tmp_path):
     assert not (tmp_path / "original/0002/5002.png").exists()  # md5 mismatch: never written
     assert any("page=b5003" in r for r in fake.requests)
     # the rest of the pipeline reads it unchanged
-    out = tmp_path / "f.parquet"
+    out = tmp_path.with_name(tmp_path.name + "-filtered.parquet")  # never inside the dump it reads
     fstats = run_filter([tmp_path], out, FilterRules(min_height=512), dataset_root=tmp_path, progress=False, workers=1)
     assert sorted(pq.read_table(out).column("id").to_pylist()) == [5001, 5003, 5005, 5006]
     assert fstats["removed"] == {"missing_file": 2}

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from curate.cli import cli
 from curate.dataset.inspect import inspect_dataset
 from curate.dataset.pack import LabelSpec, PackConfig, run_pack, shuffled_order
 from curate.core.workdir import CROPS_SCHEMA, REVIEW_SQL, SCORES_SCHEMA, Workdir
+from conftest import stop_when
 from test_records import nvlabs_levels  # the transcribed NVlabs loop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,48 +173,42 @@ def test_unreadable_and_wrong_size_crops_are_skipped_with_a_reason(tmp_path):
 
 @pytest.mark.parametrize("shard_size", [None, 7])
 def test_a_killed_pack_leaves_no_partial_file_and_resumes_to_the_same_bytes(tmp_path, shard_size):
-    n = 40
+    n = 400
     wd = make_workdir(tmp_path / "wd", n)
     run_pack(wd.root, tmp_path / "clean", PackConfig(shard_size=shard_size), workers=1, progress=False)
-    # Make the 23rd crop in pack order a FIFO: opening it blocks until the test has killed the process,
-    # which makes "killed in the middle" exact instead of a race against the clock.
-    blocker = wd.root / Workdir.crop_file(f"{100 + int(shuffled_order(n, R.SEED)[22])}_0")
-    real = blocker.read_bytes()
-    blocker.unlink()
-    os.mkfifo(blocker)
     out = tmp_path / "ds"
     cmd = [sys.executable, "-m", "curate", "pack", str(wd.root), "--out", str(out), "-j", "1",
            "--checkpoint-every", "5", "--no-progress", *(["--shard-size", str(shard_size)] if shard_size else [])]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # A FIFO opens for writing (non-blocking) only once a reader holds it: the exact moment the packer
-    # has written crops 1-22 and blocks on the 23rd. Holding our end open keeps it blocked in read().
-    deadline = time.monotonic() + 60
-    writer = None
-    while writer is None and time.monotonic() < deadline and proc.poll() is None:
-        try:
-            writer = os.open(blocker, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:  # ENXIO: no reader yet
-            time.sleep(0.02)
-    assert writer is not None and proc.poll() is None, proc.communicate()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    progress = out / ".pack-staging" / "progress.json"
+
+    def checkpointed() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(progress.read_text())["done"] >= 20
+        return False
+
+    # Held (SIGSTOP) past its fourth checkpoint, then killed: 400 crops outlast the 2 ms between looks.
+    stop_when(proc, checkpointed)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    os.close(writer)
-    assert not list(out.glob("*.tfrecords")) and not (out / R.MANIFEST).exists()
-    # bytes past the checkpoint (a big record flushed just before the kill) must not survive the resume
-    staged = sorted((out / ".pack-staging").glob("*.part"))
-    assert len(staged) == 4 * (1 if shard_size is None else 4)  # killed at 22 records: shards 0-2 full, 3 begun
-    current = 20 // shard_size if shard_size else 0  # the shard the checkpoint was writing into
-    for p in staged:
-        if not p.stem.endswith(f"-{current}"):
-            continue
-        with open(p, "ab") as f:
-            f.write(os.urandom(1 << 20))
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGCONT)
+    state = json.loads(progress.read_text())
+    assert 20 <= state["done"] < n and not list(out.glob("*.tfrecords")) and not (out / R.MANIFEST).exists()
+    # bytes past the checkpoint (records written after it, before the kill) must not survive the resume:
+    # add a megabyte to every level file the checkpoint was writing into
+    current = state["records"] // shard_size if shard_size else 0
+    grown = 0
+    for p in sorted((out / ".pack-staging").glob("*.part")):
+        if p.stem.endswith(f"-{current}"):
+            with open(p, "ab") as f:
+                f.write(os.urandom(1 << 20))
+            grown += 1
+    assert grown == 4 or (shard_size and state["records"] % shard_size == 0)
 
-    blocker.unlink()
-    blocker.write_bytes(real)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    assert "resumed at crop 20" in done.stdout
+    assert f"resumed at crop {state['done']}" in done.stdout
     assert dir_bytes(out) == dir_bytes(tmp_path / "clean") and not (out / ".pack-staging").exists()
 
 
