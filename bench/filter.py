@@ -120,6 +120,9 @@ def _run_curate(path: str, rules: FilterRules, workers: int, q) -> None:
     import pyarrow.parquet as pq
 
     out = Path(path).with_name("bench-filtered.parquet")
+    # every round filters from scratch: an output already there would make the run a no-op check
+    for old in (out, out.with_name("bench-filtered.stats.json")):
+        old.unlink(missing_ok=True)
     mem = TreeMemory()
     t = time.perf_counter()
     stats = run_filter([path], out, rules, workers=workers, progress=False)

@@ -160,18 +160,20 @@ def _append_row(rows: dict[str, list], row: tuple) -> None:
 _WHITESPACE = (32, 9, 13)  # space, tab, carriage return
 
 
-def filter_lines(data: bytes, rules: FilterRules, res: BlockResult, rows: dict[str, list]) -> None:
-    """The per-line loop of filter_block: lines are views into the block's bytes, never copies."""
+def filter_lines(data: bytes, rules: FilterRules, res: BlockResult, rows: dict[str, list],
+                 start: int = 0, end: int | None = None) -> None:
+    """The per-line loop of filter_block over data[start:end]: lines are views into `data` (bytes, or
+    an mmap of the input file), never copies."""
     view = memoryview(data)
-    end = len(data)
+    end = len(data) if end is None else end
     newest = None
     track_newest = rules.needs_newest
     first_failure = rules.first_failure
     find = data.find
     removed: dict[str, int] = {}
-    pos = i = posts = 0
+    pos, i, posts = start, 0, 0
     while pos < end:
-        nl = find(b"\n", pos)
+        nl = find(b"\n", pos, end)
         if nl < 0:
             nl = end
         line = view[pos:nl]

@@ -106,13 +106,13 @@ def filter_block(block: Block, rules: FilterRules) -> BlockResult:
     res = BlockResult(block.source, block.index, block.disk_bytes)
     rows: dict[str, list] = {k: [] for k in ROW_KEYS}
     try:
-        data = block.read()
+        with block.mapped() as (data, start, end), _gc_paused():
+            filter_lines(data, rules, res, rows, start, end)
     except OSError as e:  # an I/O error reading the input: name the file, not nothing
         if e.filename is None:
             e.filename = block.source
         raise
     with _gc_paused():
-        filter_lines(data, rules, res, rows)
         res.kept = _kept_table(rows)
     return res
 
@@ -191,6 +191,14 @@ def _read_json(path: Path) -> dict | None:
 def _file_key(path: Path) -> list:
     st = path.stat()
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
+
+
+def _import_pandas_before_forking() -> None:
+    """pyarrow imports pandas (when installed) on a process's first pa.array or parquet write, ~0.2 s.
+    This process needs it anyway for the output: importing it before the pool forks spares every
+    worker its own import (measured: 5-10% of a 1 GB run on 2 cores)."""
+    with contextlib.suppress(ImportError):
+        import pandas  # noqa: F401
 
 
 def _blocks_fingerprint(files: list[Path], problems: list[InputProblem], rules: FilterRules, block_bytes: int) -> str:
@@ -362,6 +370,7 @@ def _filter_into(files: list[Path], problems: list[InputProblem], out: Path, rul
                 writer.write_table(table)
                 buffered, buffered_rows = [], 0
 
+            _import_pandas_before_forking()
             work = functools.partial(_block_result, rules=rules)
             for seq, r in enumerate(ordered_map(work, items(), workers)):
                 n_blocks += 1
