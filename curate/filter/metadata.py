@@ -576,8 +576,15 @@ class Block:
         if self.end <= self.start:
             yield b"", 0, 0
             return
-        with open(self.path, "rb") as f:  # type: ignore[arg-type]
-            m = mmap.mmap(f.fileno(), self.end, access=mmap.ACCESS_READ)
+        try:
+            with open(self.path, "rb") as f:  # type: ignore[arg-type]
+                m = mmap.mmap(f.fileno(), self.end, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as e:  # a file system that cannot map files: read the range instead
+            if isinstance(e, OSError) and is_environment_error(e):
+                raise
+            data = self.read()
+            yield data, 0, len(data)
+            return
         try:
             with contextlib.suppress(AttributeError, OSError):  # read ahead: the block is read in order
                 m.madvise(mmap.MADV_SEQUENTIAL, self.start - self.start % mmap.PAGESIZE,
