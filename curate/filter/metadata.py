@@ -582,6 +582,8 @@ class Block:
         except (OSError, ValueError) as e:  # a file system that cannot map files: read the range instead
             if isinstance(e, OSError) and is_environment_error(e):
                 raise
+            m = None
+        if m is None:
             data = self.read()
             yield data, 0, len(data)
             return
