@@ -272,7 +272,7 @@ def test_report_refuses_an_input_as_out_and_names_a_read_only_or_full_out(tmp_pa
 def test_report_names_a_workdir_file_it_cannot_read(tmp_path):
     for name, body, says in [("crops.parquet", "junk\n", "cannot be read as a table"),
                              ("scores.stats.json", "{bad", "is not a stats file"),
-                             ("review.sqlite", "junk" * 40, "cannot be read as the review database")]:
+                             ("review.sqlite", "junk" * 40, "is not a review decision log")]:
         w = tmp_path / name.replace(".", "-")
         w.mkdir()
         (w / name).write_text(body)
@@ -288,3 +288,29 @@ def test_size_that_confirms_the_crop_size_is_the_same_dataset(tmp_path):
     assert again["up_to_date"] and again["fingerprint"] == first["fingerprint"]
     with pytest.raises(PackError, match="different dataset"):  # another size is another dataset
         run_pack(wd.root, tmp_path / "ds", PackConfig(size=(16, 8)), workers=1, progress=False)
+
+
+def test_pack_reads_a_workdir_with_review_decisions_on_read_only_media(tmp_path, tiny_disk):
+    # the review log in WAL mode cannot be opened plainly where SQLite cannot create its -shm file
+    import shutil
+    import sqlite3
+
+    from curate.review.session import DecisionStore
+
+    disk, grow = tiny_disk
+    grow(4096)
+    src = make_workdir(tmp_path / "wd", 6)
+    shutil.copytree(src.root, disk / "wd")
+    wd = Workdir(disk / "wd")
+    rejected = pq.read_table(wd.crops_table, columns=["crop_id"]).column("crop_id")[2].as_py()
+    store = DecisionStore(wd.review_db)
+    store.append([(rejected, "rejected")], origin="grid")
+    store.close()
+    con = sqlite3.connect(wd.review_db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # what a server that shut down cleanly leaves
+    con.close()
+    for extra in ("-wal", "-shm"):
+        wd.review_db.with_name(wd.review_db.name + extra).unlink(missing_ok=True)
+    assert subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True).returncode == 0
+    stats = run_pack(wd.root, tmp_path / "ds", PackConfig(), workers=1, progress=False)
+    assert stats["count"] == 5 and rejected not in stats["record_crop_ids"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,18 +96,12 @@ class Workdir:
 
 
 def latest_decisions(db: str | os.PathLike) -> dict[str, str]:
-    """crop_id -> its latest review status; empty when there is no review database."""
-    if not Path(db).exists():
-        return {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = con.execute(
-            "SELECT crop_id, status FROM decisions d WHERE seq = "
-            "(SELECT MAX(seq) FROM decisions WHERE crop_id = d.crop_id)"
-        ).fetchall()
-    finally:
-        con.close()
-    return dict(rows)
+    """crop_id -> its latest review status; empty when there is no review database. Reads read-only
+    media too (curate.core.reviewlog.read_log); a log that cannot be read is one line naming it."""
+    from curate.core.reviewlog import read_log
+
+    return dict(read_log(Path(db), "SELECT crop_id, status FROM decisions d WHERE seq = "
+                                   "(SELECT MAX(seq) FROM decisions WHERE crop_id = d.crop_id)"))
 
 
 def surviving_crops(workdir: Workdir) -> tuple[pa.Table, dict[str, int]]:
