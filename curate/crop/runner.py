@@ -381,7 +381,7 @@ def summary_line(stats: dict[str, Any]) -> str:
     done_now = stats.get("processed_now", stats["images"])
     errors = stats["reasons"].get("crop_error", 0)
     return (
-        f"crop: {stats['images']:,} images ({failed:,} unreadable, {stats['no_face']:,} without a face"
+        f"crop: {stats['images']:,} image{'' if stats['images'] == 1 else 's'} ({failed:,} unreadable, {stats['no_face']:,} without a face"
         + (f", {errors:,} failed with an error: see failures in the stats" if errors else "") + ") -> "
         f"{stats['faces']:,} faces -> {stats['crops']:,} crops"
         + (f" (rejected: {rejected})" if rejected else "")
