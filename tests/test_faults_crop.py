@@ -358,7 +358,7 @@ def test_a_single_image_is_cropped(tmp_path, capsys, volume, cascade):
     with pytest.raises(SystemExit) as e:
         cli.main(["crop", str(image), "--out", str(tmp_path / "w"), "--no-progress"])
     out = capsys.readouterr().out
-    assert e.value.code == 0 and out.startswith("crop: 1 images")
+    assert e.value.code == 0 and out.startswith("crop: 1 image (")
     rows = pq.read_table(tmp_path / "w" / "crops.parquet").to_pylist()
     assert [r["source"] for r in rows] == ["2142266.jpg"] and rows[0]["post_id"] is None
     # anything else that is not a table says what to give

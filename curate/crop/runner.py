@@ -374,6 +374,10 @@ def _sweep(wd: Workdir, parts: Path, keep_keys: set[str], keep_files: set[str]) 
                     f.unlink(missing_ok=True)
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def summary_line(stats: dict[str, Any]) -> str:
     """One line: the funnel and where the table went."""
     failed = sum(stats["decode_failures"].values())
@@ -381,9 +385,9 @@ def summary_line(stats: dict[str, Any]) -> str:
     done_now = stats.get("processed_now", stats["images"])
     errors = stats["reasons"].get("crop_error", 0)
     return (
-        f"crop: {stats['images']:,} image{'' if stats['images'] == 1 else 's'} ({failed:,} unreadable, {stats['no_face']:,} without a face"
+        f"crop: {_n(stats['images'], 'image')} ({failed:,} unreadable, {stats['no_face']:,} without a face"
         + (f", {errors:,} failed with an error: see failures in the stats" if errors else "") + ") -> "
-        f"{stats['faces']:,} faces -> {stats['crops']:,} crops"
+        f"{_n(stats['faces'], 'face')} -> {_n(stats['crops'], 'crop')}"
         + (f" (rejected: {rejected})" if rejected else "")
-        + f"; {done_now:,} images processed now in {stats.get('seconds', 0):.1f}s -> {stats['output']}"
+        + f"; {_n(done_now, 'image')} processed now in {stats.get('seconds', 0):.1f}s -> {stats['output']}"
     )
