@@ -29,7 +29,7 @@ from curate.core.workdir import CROPS_SCHEMA
 from curate.crop.cropper import CropConfig, Cropper, ImageResult, Source
 from curate.crop.runner import PARTS_DIR, _add, _chunk_key, _new_counts, _rows_table, add_chunk, funnel
 
-CHUNK = 16  # images per element: smaller than the local runner's, so that a few hundred images still spread
+CHUNK = 8  # images per element: smaller than the local runner's 128, so that a few hundred images still spread
 
 
 def _read(path: str) -> bytes | DecodeFailure:
