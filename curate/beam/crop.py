@@ -14,8 +14,13 @@ the same funnel (`curate.crop.runner.funnel`) as the local run, so `curate repor
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -51,10 +56,18 @@ class _CropChunk(beam.DoFn):
 
     def __init__(self, config: CropConfig, workdir: str, parts: str):
         self.config, self.workdir, self.parts = config, workdir, parts
+        # The cascade travels with the step: a remote worker has no file at the launching machine's path.
+        self.cascade = Path(config.cascade).read_bytes()
         self.cropper: Cropper | None = None
 
     def setup(self) -> None:
-        self.cropper = Cropper(self.config)  # the cascade loads on first use, once per worker process
+        if hashlib.sha256(self.cascade).hexdigest() != self.config.cascade_sha256:
+            raise ValueError("the cascade's bytes do not match its sha256 in the crop config")
+        fd, path = tempfile.mkstemp(prefix="curate-cascade-", suffix=".xml")
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.cascade)
+        # the path is not part of the config's fingerprint: parts and crops are named as locally
+        self.cropper = Cropper(dataclasses.replace(self.config, cascade=path))
 
     def process(self, item: tuple[int, str, list[Source]]) -> Iterator[tuple[int, dict[str, Any], list[dict]]]:
         index, key, sources = item

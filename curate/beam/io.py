@@ -72,3 +72,31 @@ def atomic_create(dest: str) -> Iterator[BinaryIO]:
 def write_bytes_atomic(dest: str, data: bytes) -> None:
     with atomic_create(dest) as f:
         f.write(data)
+
+
+def delete(path: str) -> None:
+    FileSystems.delete([str(path)])
+
+
+def move(src: str, dest: str) -> None:
+    """Rename `src` to `dest`, replacing it (atomic on a local disk)."""
+    if "://" not in str(dest):
+        os.replace(src, dest)
+        return
+    if exists(dest):
+        FileSystems.delete([str(dest)])
+    FileSystems.rename([str(src)], [str(dest)])
+
+
+def delete_tree(path: str) -> None:
+    """Remove a folder and everything under it (a prefix, on an object store)."""
+    if "://" not in str(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        parent = os.path.dirname(str(path).rstrip("/"))
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)  # the .pack-beam folder, once its last fingerprint is gone
+        return
+    with contextlib.suppress(Exception):
+        FileSystems.delete([str(path).rstrip("/") + "/"])
