@@ -27,13 +27,15 @@ from curate.beam.filter import FilterTransform
 from curate.crop.cascades import ANIMEFACE_FILE, CASCADE_DIR, sha256_of
 from curate.crop.cropper import CropConfig, Source
 from curate.crop.runner import open_sources, run_crop
+from curate.core.workdir import Workdir
 from curate.filter.runner import FilterRules, run_filter
 from curate.testing.metadata import metadata_lines
 
 IN_PROCESS = ["--runner=FnApiRunner"]
 TWO_PROCESSES = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 # Run-dependent fields: where the output went, how long it took, which engine and how many workers.
-RUN_FIELDS = {"output", "seconds", "mb_per_s", "workers", "engine", "processed_now"}
+RUN_FIELDS = {"output", "seconds", "mb_per_s", "workers", "engine", "processed_now", "output_bytes", "output_mtime_ns",
+              "fingerprint", "up_to_date", "crops_per_s"}
 
 
 def run_beam(transform, options: list[str]) -> None:
@@ -77,7 +79,7 @@ def metadata(tmp_path_factory) -> list[str]:
                          ids=["defaults", "newest-anchored-age-window"])
 def test_filter_keeps_the_same_posts_with_the_same_reasons(metadata, tmp_path, rules):
     local = run_filter(metadata, tmp_path / "local.parquet", rules, workers=1, progress=False, block_bytes=1 << 18)
-    run_beam(FilterTransform(metadata, str(tmp_path / "beam.parquet"), rules), IN_PROCESS)
+    run_beam(FilterTransform(metadata, str(tmp_path / "beam.parquet"), rules, block_bytes=1 << 18), IN_PROCESS)
     assert pq.read_table(tmp_path / "beam.parquet").equals(pq.read_table(tmp_path / "local.parquet"))
     beam_stats = json.loads((tmp_path / "beam.stats.json").read_text())
     same_stats(local, beam_stats)
@@ -129,3 +131,66 @@ def test_a_failed_bundle_is_retried_and_the_output_is_complete(sample_root, tmp_
     assert marker.exists(), "the failure was never injected"
     assert pq.read_table(tmp_path / "beam" / "crops.parquet").equals(pq.read_table(tmp_path / "local" / "crops.parquet"))
     assert file_hashes(tmp_path / "beam") == file_hashes(tmp_path / "local")
+
+
+@pytest.mark.parametrize("shard_size", [None, 7], ids=["one-file-per-level", "shards-of-7"])
+def test_pack_writes_byte_identical_records_and_manifest(tmp_path, shard_size):
+    from curate.beam.pack import PackTransform
+    from curate.dataset.pack import PackConfig, prepare, run_pack
+    from test_pack import dir_bytes, make_workdir
+
+    wd = make_workdir(tmp_path / "wd", 40, score_rejects={"104_0"}, review_rejects={"107_0"})
+    (wd.root / Workdir.crop_file("109_0")).write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # a crop that cannot encode
+    config = PackConfig(shard_size=shard_size)
+    local = run_pack(wd.root, tmp_path / "local", config, workers=2, progress=False)
+    run_beam(PackTransform(prepare(wd.root, tmp_path / "beam", config), chunk=6), TWO_PROCESSES)
+    assert local["source"]["skipped"] == {"corrupt": 1} or sum(local["source"]["skipped"].values()) == 1
+    assert dir_bytes(tmp_path / "beam") == dir_bytes(tmp_path / "local")
+    assert not (tmp_path / "beam" / ".pack-beam").exists()
+
+
+def test_score_makes_the_same_decisions_from_the_same_parts(tmp_path):
+    import shutil
+
+    from curate.beam.score import ScoreTransform
+    from curate.score.runner import run_score
+    from test_pack import make_workdir
+
+    wd = make_workdir(tmp_path / "local", 30)
+    (wd.root / Workdir.crop_file("103_0")).write_bytes(b"not an image")  # scored as unreadable on both engines
+    shutil.copytree(wd.root, tmp_path / "beam")
+    local = run_score(wd, scorer="heuristic", chunk=8, progress=False)
+    run_beam(ScoreTransform(str(tmp_path / "beam"), scorer="heuristic", chunk=8), TWO_PROCESSES)
+    beam_wd = Workdir(tmp_path / "beam")
+    assert pq.read_table(beam_wd.scores_table).equals(pq.read_table(wd.scores_table))
+    assert (beam_wd.scores_table).read_bytes() == wd.scores_table.read_bytes()
+    same_stats(local, json.loads((tmp_path / "beam" / "scores.stats.json").read_text()))
+    assert local["rejected"].get("not_an_image") == 1, local["rejected"]
+
+
+def test_the_sample_pipeline_gives_the_same_dataset_on_both_engines(sample_root, tmp_path):
+    """`curate run sample` as a user types it, once per engine: same posts, crops, decisions and records."""
+    import subprocess
+    import sys
+
+    def run(engine: str) -> Path:
+        work = tmp_path / engine
+        extra = ["--engine", "beam", "--", "--direct_num_workers=2"] if engine == "beam" else []
+        r = subprocess.run([sys.executable, "-m", "curate", "run", "sample", *extra], capture_output=True, text=True,
+                           env={**os.environ, "WORK": str(work), "DANBOORU": str(sample_root)}, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return work / "sample"
+
+    local, beam_wd = run("local"), run("beam")
+    ids = lambda w: pq.read_table(w / "filtered.parquet").column("id").to_pylist()  # noqa: E731
+    assert ids(beam_wd) == ids(local) and ids(local)
+    assert pq.read_table(beam_wd / "crops.parquet").equals(pq.read_table(local / "crops.parquet"))
+    assert file_hashes(beam_wd) == file_hashes(local)
+    decisions = lambda w: pq.read_table(w / "scores.parquet", columns=["crop_id", "kept", "reason"]).to_pylist()  # noqa: E731
+    assert decisions(beam_wd) == decisions(local)
+    records = lambda w: {p.name: p.read_bytes() for p in sorted((w / "dataset").glob("*.tfrecords"))}  # noqa: E731
+    assert records(beam_wd) == records(local) and len(records(local)) == 8
+    manifests = [json.loads((w / "dataset" / "dataset.json").read_text()) for w in (local, beam_wd)]
+    for m in manifests:
+        m["source"].pop("workdir")
+    assert manifests[0] == manifests[1]

@@ -24,31 +24,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.beam import io as bio
-from curate.core.image import DecodeFailure, read_bytes
+from curate.core.image import DecodeFailure
 from curate.core.workdir import CROPS_SCHEMA
 from curate.crop.cropper import CropConfig, Cropper, ImageResult, Source
 from curate.crop.runner import PARTS_DIR, _add, _chunk_key, _new_counts, _rows_table, add_chunk, funnel
 
 CHUNK = 8  # images per element: smaller than the local runner's 128, so that a few hundred images still spread
-
-
-def _read(path: str) -> bytes | DecodeFailure:
-    """An image's bytes: a local path through the one reader (its reasons), a URL through FileSystems."""
-    if "://" not in path:
-        return read_bytes(path)
-    if not bio.exists(path):
-        return DecodeFailure("missing_file", path)
-    try:
-        with bio.open_read(path) as f:
-            data = f.read()
-    except Exception as e:  # noqa: BLE001  an object store's own error types
-        return DecodeFailure("unreadable", f"{path}: {e}")
-    return read_bytes(data)
 
 
 class _CropChunk(beam.DoFn):
@@ -90,7 +75,9 @@ class _CropChunk(beam.DoFn):
         yield index, json.loads(json.dumps(counts, default=dict)), rows
 
     def _crop(self, src: Source) -> ImageResult:
-        data = _read(src.path)
+        if src.reason is not None:  # the folder listing's rejects (a FIFO, a broken link) are never opened
+            return ImageResult(src.source, reason=src.reason, detail=src.detail)
+        data = bio.read_image(src.path)
         if isinstance(data, DecodeFailure):
             return ImageResult(src.source, reason=data.reason, detail=data.detail)
         assert self.cropper is not None

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.beam import io as bio
 from curate.filter.metadata import Block, InputProblem, open_blocks
 from curate.filter.rules import BAD_SAMPLES, RULES, ROW_KEYS, FilterRules, PostFilter, _iso
-from curate.filter.runner import _ROW_GROUP, FILTERED_SCHEMA, _kept_table
+from curate.filter.metadata import BLOCK_BYTES
+from curate.filter.runner import _ROW_GROUP, _kept_table
 
 _WHOLE_INPUT = ("max_age", "duplicate", "missing_file")
 
@@ -42,10 +42,13 @@ _WHOLE_INPUT = ("max_age", "duplicate", "missing_file")
 class _Blocks(beam.DoFn):
     """(file index, path) -> (file index, Block) for each block; whole-file problems to "problems"."""
 
+    def __init__(self, block_bytes: int):
+        self.block_bytes = block_bytes
+
     def process(self, item: tuple[int, str]) -> Iterator[Any]:
         index, path = item
         problems: list[InputProblem] = []
-        _, blocks = open_blocks([Path(path)], problems)
+        _, blocks = open_blocks([Path(path)], problems, self.block_bytes)
         for block in blocks:
             yield index, block
         for p in problems:
@@ -154,9 +157,9 @@ class _Write(beam.DoFn):
     """All survivors -> FILTERED.parquet and FILTERED.stats.json, each written whole or not at all."""
 
     def __init__(self, rules: FilterRules, out: str, stats_out: str, inputs: list[dict[str, Any]],
-                 dataset_root: str | None, started: float):
-        self.rules, self.out, self.stats_out = rules, out, stats_out
-        self.inputs, self.root, self.started = inputs, dataset_root, started
+                 dataset_root: str | None, started: float, listed: list[tuple[int, dict]], block_bytes: int):
+        self.rules, self.out, self.stats_out, self.block_bytes = rules, out, stats_out, block_bytes
+        self.inputs, self.root, self.started, self.listed = inputs, dataset_root, started, listed
 
     def process(self, kept: list[tuple[tuple, dict]], totals: dict[str, Any], late: dict[str, int],
                 bad: list[tuple], problems: list[tuple[int, dict]]) -> Iterator[dict[str, Any]]:
@@ -206,8 +209,11 @@ class _Write(beam.DoFn):
             "removed": {rule: removed[rule] for rule in RULES if removed[rule]},
             "kept": kept,
             "bad_samples": samples,
-            "input_problems": [p for _, p in sorted(problems, key=lambda ip: ip[0])],
+            "input_problems": [p for _, p in sorted([*self.listed, *problems], key=lambda ip: ip[0])],
             "bytes": total,
+            "blocks": len(totals["block_lines"]),
+            "blocks_resumed": 0,
+            "block_bytes": self.block_bytes,
             "seconds": round(seconds, 3),
             "mb_per_s": round(total / 1e6 / seconds, 1) if seconds else None,
             "workers": None,
@@ -220,17 +226,21 @@ class FilterTransform(beam.PTransform):
     Its output is a one-element PCollection: the stats dict (what the local `run_filter` returns).
     """
 
-    def __init__(self, files: list[str], out: str, rules: FilterRules, dataset_root: str | None = None):
+    def __init__(self, files: list[str], out: str, rules: FilterRules, dataset_root: str | None = None,
+                 input_problems: list[InputProblem] = (), block_bytes: int = BLOCK_BYTES):
         super().__init__()
+        self.block_bytes = block_bytes
         self.files, self.out, self.rules, self.root = files, out, rules, dataset_root
+        self.input_problems = list(input_problems)  # found while listing the inputs (expand_inputs)
 
     def expand(self, pbegin):
         from curate.filter.runner import stats_path
 
         inputs = [{"file": f, "bytes": bio.size(f)} for f in self.files]
         started = time.time()
+        listed = [(-1, asdict(p)) for p in self.input_problems]
         blocks = (pbegin | "Files" >> beam.Create(list(enumerate(self.files)))
-                  | "Blocks" >> beam.ParDo(_Blocks()).with_outputs("problems", main="blocks"))
+                  | "Blocks" >> beam.ParDo(_Blocks(self.block_bytes)).with_outputs("problems", main="blocks"))
         lines = (blocks.blocks | "Spread" >> beam.Reshuffle()
                  | "FilterBlock" >> beam.ParDo(_FilterBlock(self.rules)).with_outputs("counts", "bad", main="kept"))
         totals = lines.counts | "Totals" >> beam.CombineGlobally(_SumCounts())
@@ -242,6 +252,7 @@ class FilterTransform(beam.PTransform):
         return (survivors.kept | "AllKept" >> beam.combiners.ToList()
                 | "Write" >> beam.ParDo(
                     _Write(self.rules, self.out, str(stats_path(Path(self.out))) if "://" not in self.out
-                           else self.out.removesuffix(".parquet") + ".stats.json", inputs, self.root, started),
+                           else self.out.removesuffix(".parquet") + ".stats.json", inputs, self.root, started, listed,
+                           self.block_bytes),
                     totals=beam.pvalue.AsSingleton(totals), late=beam.pvalue.AsDict(late),
                     bad=beam.pvalue.AsSingleton(bad, default_value=[]), problems=beam.pvalue.AsList(blocks.problems)))

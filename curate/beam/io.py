@@ -13,6 +13,23 @@ from typing import BinaryIO, Iterator
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from curate.core.image import DecodeFailure, read_bytes
+
+
+def read_image(path: str) -> bytes | DecodeFailure:
+    """An image's bytes or the reader's reason: a local path through the one reader (curate.core.image),
+    a URL through FileSystems, with the same reason codes."""
+    if "://" not in str(path):
+        return read_bytes(path)
+    if not exists(path):
+        return DecodeFailure("missing_file", str(path))
+    try:
+        with open_read(path) as f:
+            data = f.read()
+    except Exception as e:  # noqa: BLE001  an object store's own error types
+        return DecodeFailure("unreadable", f"{path}: {e}")
+    return read_bytes(data)
+
 
 def join(base: str, *parts: str) -> str:
     """`base/part/...` for a local path or a URL."""

@@ -31,24 +31,12 @@ import apache_beam as beam
 import numpy as np
 
 from curate.beam import io as bio
-from curate.core.image import DecodeFailure, read_bytes
+from curate.core.image import DecodeFailure
 from curate.dataset import schema as R
 from curate.dataset.pack import PackPlan, RecordEncoder, _manifest
 
 CHUNK = 64  # consecutive positions of the order per element
 COPY_BLOCK = 1 << 20
-
-
-def _read(path: str) -> bytes | DecodeFailure:
-    if "://" not in path:
-        return read_bytes(path)
-    if not bio.exists(path):
-        return DecodeFailure("missing_file", path)
-    try:
-        with bio.open_read(path) as f:
-            return read_bytes(f.read())
-    except Exception as e:  # noqa: BLE001  an object store's own error types
-        return DecodeFailure("unreadable", f"{path}: {e}")
 
 
 def _piece(staging: str, chunk: int, log2: int) -> str:
@@ -76,9 +64,12 @@ class _EncodeChunk(beam.DoFn):
         levels: list[list[bytes]] = [[] for _ in self.sizes]
         skipped = []
         for position, crop, path in crops:
-            data = _read(path)
-            records, reason, detail = (None, data.reason, data.detail) if isinstance(data, DecodeFailure) \
-                else self.unit(data)
+            data = bio.read_image(path)
+            if isinstance(data, DecodeFailure):
+                records, reason = None, data.reason
+                detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
+            else:
+                records, reason, detail = self.unit(data, name=path)
             if records is None:
                 skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
                 continue
