@@ -15,6 +15,6 @@ def test_sample_outputs_match_the_pinned_hashes(sample_root, tmp_path):
     expected = json.loads(GOLDEN.read_text())
     got = sample_hashes(sample_root, tmp_path)
     assert got["crop_files"] == expected["crop_files"]
-    assert got["crops_table"] == expected["crops_table"]
+    assert got["crops_table_content"] == expected["crops_table_content"]
     assert got["record_files"] == expected["record_files"]
     assert got["manifest_file_hashes"] == expected["manifest_file_hashes"]

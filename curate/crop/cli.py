@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from curate.core.engine import current_engine
+
 from curate.core.settings import default_of
 from curate.crop.cropper import CropConfig
 
@@ -96,7 +98,7 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
     """
     from curate.core.paths import refuse_output_among_inputs
     from curate.crop.cascades import CascadeError, load_cascade, resolve_cascade, sha256_of
-    from curate.crop.runner import open_sources, run_crop, summary_line
+    from curate.crop.runner import open_sources, summary_line
 
     if min_k > k:
         raise click.BadParameter(f"--min-k {min_k} is larger than --k {k}", param_hint="--min-k")
@@ -121,5 +123,5 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
     sources, ignored = open_sources(input_path, dataset_root)
     inputs = {"input": str(input_path), "dataset_root": str(dataset_root) if dataset_root else None,
               "ignored_files": ignored}
-    stats = run_crop(sources, out, config, workers=workers, overlays=overlays, progress=progress, inputs=inputs)
+    stats = current_engine().crop(sources, out, config, workers=workers, overlays=overlays, progress=progress, inputs=inputs)
     click.echo(summary_line(stats))

@@ -319,21 +319,29 @@ def _assemble(wd: Workdir, parts: Path, keys: list[str], config: CropConfig, ove
     total = _new_counts()
     tables = []
     for key in keys:
-        c = json.loads((parts / f"{key}.json").read_text())
-        for k in ("images", "decoded", "images_with_faces", "images_with_crops", "faces", "over_max_faces", "crops", "padded"):
-            total[k] += c[k]
-        total["reasons"].update(c["reasons"])
-        total["failures"].extend(c["failures"][: FAILURE_SAMPLES - len(total["failures"])])
+        add_chunk(total, json.loads((parts / f"{key}.json").read_text()))
         tables.append(pq.read_table(parts / f"{key}.parquet", schema=CROPS_SCHEMA))
     table = pa.concat_tables(tables) if tables else CROPS_SCHEMA.empty_table()
     with atomic_path(wd.crops_table) as tmp:
         pq.write_table(table, tmp)
     _sweep(wd, parts, set(keys), set(table.column("file").to_pylist()))
+    return funnel(wd.crops_table, total, config)
 
+
+def add_chunk(total: dict[str, Any], c: dict[str, Any]) -> None:
+    """Add one chunk's counts to the running total (the failure samples stay the first in input order)."""
+    for k in ("images", "decoded", "images_with_faces", "images_with_crops", "faces", "over_max_faces", "crops", "padded"):
+        total[k] += c[k]
+    total["reasons"].update(c["reasons"])
+    total["failures"].extend(c["failures"][: FAILURE_SAMPLES - len(total["failures"])])
+
+
+def funnel(output: str | os.PathLike, total: dict[str, Any], config: CropConfig) -> dict[str, Any]:
+    """The stage's stats from the summed counts: every engine writes these keys."""
     reasons = total["reasons"]
     return {
         "stage": "crop",
-        "output": str(wd.crops_table),
+        "output": str(output),
         "config": {k: v for k, v in asdict(config).items() if k != "cascade"} | {
             "cascade": Path(config.cascade).name, "detect_reduction": round(config.detect_reduction, 4),
             "face_floor": config.face_floor, "min_source_height": min_source_height(config.out_height, config.max_upscale),

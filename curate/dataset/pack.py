@@ -124,22 +124,24 @@ class RecordEncoder:
 
     sizes: tuple[tuple[int, int], ...]
 
-    def __call__(self, data: bytes) -> tuple[list[bytes] | None, str | None, str]:
+    def __call__(self, data: bytes, name: str | None = None) -> tuple[list[bytes] | None, str | None, str]:
+        """`name` (the crop's path) heads a reason's detail, as the local runner's does; else "crop"."""
         buf = np.empty(slot_bytes(self.sizes), np.uint8)
-        reason, detail = encode_into(data, self.sizes, buf)
+        reason, detail = encode_into(data, self.sizes, buf, name)
         if reason is not None:
             return None, reason, detail
         return [bytes(buf[a:b]) for a, b in _offsets(self.sizes)], None, ""
 
 
-def encode_into(source: str | bytes, sizes: tuple[tuple[int, int], ...], out: np.ndarray) -> tuple[str | None, str]:
+def encode_into(source: str | bytes, sizes: tuple[tuple[int, int], ...], out: np.ndarray,
+                name: str | None = None) -> tuple[str | None, str]:
     """Decode one crop (path or bytes) and frame its record for every level into `out`, level after level.
 
     Returns (None, "") on success, else (reason code, detail) and `out` is left unspecified: the
     reader's codes (curate.core.image.REASONS) or wrong_size.
     """
     img = decode_bgr(source)  # gray/alpha/16-bit -> 8-bit BGR
-    name = source if isinstance(source, str) else "crop"
+    name = name or (source if isinstance(source, str) else "crop")
     if isinstance(img, DecodeFailure):
         detail = img.detail if img.detail.startswith(name) else f"{name}: {img.detail}" if img.detail else name
         return img.reason, detail
@@ -432,17 +434,26 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def run_pack(
-    workdir: str | os.PathLike,
-    out: str | os.PathLike,
-    config: PackConfig,
-    workers: int | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-    checkpoint_every: int = 1024,
-) -> dict[str, Any]:
-    """Pack the surviving crops of `workdir` into `out`; return the stats (the manifest plus run figures)."""
-    t0 = time.perf_counter()
+@dataclass
+class PackPlan:
+    """What pack will write, decided before any crop is read; the local runner and the Beam engine
+    both pack from one (`prepare`), so they write the same records in the same order."""
+
+    wd: Workdir
+    out: Path
+    config: PackConfig
+    sizes: list[tuple[int, int]]  # the levels, largest first
+    crops: pa.Table  # the surviving crops, in crops-table order
+    counts: dict[str, int]  # how many each stage removed (surviving_crops)
+    paths: list[str]  # each crop's file, in crops-table order
+    order: np.ndarray  # the seeded export order: indices into crops
+    labels: np.ndarray | None
+    tables: dict[str, dict[str, Any]]  # the input tables' hashes
+    fingerprint: str
+
+
+def prepare(workdir: str | os.PathLike, out: str | os.PathLike, config: PackConfig) -> PackPlan:
+    """Check the request and decide everything about the dataset but its bytes (PackError if it cannot be packed)."""
     wd, out = Workdir(workdir), Path(out)
     if not wd.crops_table.exists():
         raise PackError(f"{wd.crops_table} does not exist; give a workdir that `curate crop` wrote")
@@ -464,36 +475,59 @@ def run_pack(
     order = shuffled_order(len(crop_ids), config.seed)
     tables = _table_hashes(wd, config.posts if config.labels and config.labels.kind == "tags" else None)
     fingerprint = _fingerprint(config, sizes, crop_ids, crops.column("file").to_pylist(), tables)
+    return PackPlan(wd, out, config, sizes, crops, counts, paths, order, labels, tables, fingerprint)
 
+
+def existing(out: Path, fingerprint: str, overwrite: bool) -> tuple[dict | None, bool]:
+    """(the manifest already in `out` or None, whether it is this very dataset, complete and intact).
+
+    PackError when `out` holds another dataset (or records without a manifest) and not `overwrite`.
+    """
+    old = _read_json(out / R.MANIFEST)
+    if old is not None and old.get("fingerprint") == fingerprint and not _verify(out, old):
+        return old, True
+    if old is not None and old.get("fingerprint") != fingerprint and not overwrite:
+        raise PackError(f"{out} already holds a different dataset ({old.get('name')!r}, {old.get('count')} images); "
+                        "choose another --out or pass --overwrite")
+    if old is None and not overwrite and out.is_dir() and any(p.suffix == ".tfrecords" for p in out.iterdir()):
+        raise PackError(f"{out} holds .tfrecords files but no {R.MANIFEST}; choose another --out or pass --overwrite")
+    return old, False
+
+
+def run_pack(
+    workdir: str | os.PathLike,
+    out: str | os.PathLike,
+    config: PackConfig,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    checkpoint_every: int = 1024,
+) -> dict[str, Any]:
+    """Pack the surviving crops of `workdir` into `out`; return the stats (the manifest plus run figures)."""
+    t0 = time.perf_counter()
+    plan = prepare(workdir, out, config)
     try:
-        return _pack_into(wd, out, config, sizes, crops, counts, paths, order, labels, tables, fingerprint,
-                          workers, progress, overwrite, checkpoint_every, t0)
+        return _pack_into(plan, workers, progress, overwrite, checkpoint_every, t0)
     except OSError as e:
         # A full, read-only or failing output is the machine's fault, not a crop's: one line naming
         # the --out folder (not a staged file's hidden name); a rerun resumes from the last checkpoint.
         if is_environment_error(e) or isinstance(e, PermissionError):
-            raise environment_failure(e, out) from None
+            raise environment_failure(e, plan.out) from None
         raise
 
 
-def _pack_into(wd, out, config, sizes, crops, counts, paths, order, labels, tables, fingerprint, workers, progress,
-               overwrite, checkpoint_every, t0) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    old = _read_json(out / R.MANIFEST)
-    if old is not None and old.get("fingerprint") == fingerprint and not _verify(out, old):
+def _pack_into(plan: PackPlan, workers, progress, overwrite, checkpoint_every, t0) -> dict[str, Any]:
+    p = plan
+    p.out.mkdir(parents=True, exist_ok=True)
+    old, up_to_date = existing(p.out, p.fingerprint, overwrite)
+    if up_to_date:
         return {**old, "up_to_date": True, "resumed_at": None, "seconds": round(time.perf_counter() - t0, 3)}
-    if old is not None and old.get("fingerprint") != fingerprint and not overwrite:
-        raise PackError(f"{out} already holds a different dataset ({old.get('name')!r}, {old.get('count')} images); "
-                        "choose another --out or pass --overwrite")
-    if old is None and not overwrite and any(p.suffix == ".tfrecords" for p in out.iterdir()):
-        raise PackError(f"{out} holds .tfrecords files but no {R.MANIFEST}; choose another --out or pass --overwrite")
-
-    staging = out / STAGING
+    staging = p.out / STAGING
     staging.mkdir(exist_ok=True)
     # stage_lock: a second live pack refuses; a lock a killed pack left behind is taken over.
-    with stage_lock(staging / "lock", str(out)):
-        return _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, labels, tables,
-                            fingerprint, old, workers or default_workers(), progress, checkpoint_every, t0)
+    with stage_lock(staging / "lock", str(p.out)):
+        return _pack_locked(p.wd, p.out, staging, p.config, p.sizes, p.crops, p.counts, p.paths, p.order, p.labels,
+                            p.tables, p.fingerprint, old, workers or default_workers(), progress, checkpoint_every, t0)
 
 
 def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, labels, tables, fingerprint, old,

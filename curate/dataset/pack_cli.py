@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from curate.core.engine import current_engine
+
 from curate.dataset import schema as R
 from curate.core.settings import default_of
 from curate.dataset.pack import LabelSpec, PackConfig, run_pack, summary_line
@@ -92,6 +94,6 @@ def pack_command(workdir, out, name, seed, size, min_size, shard_size, labels, p
         raise click.BadParameter(f"{workdir} is not a folder; give the workdir `curate crop` wrote", param_hint="WORKDIR")
     config = PackConfig(name=name, seed=seed, size=size, min_size=min_size, shard_size=shard_size, labels=labels,
                         posts=str(posts.resolve()) if posts else None)
-    stats = run_pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
+    stats = current_engine().pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
                      checkpoint_every=checkpoint_every)
     click.echo(summary_line(stats, out))

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from curate.core.engine import current_engine
+
 from curate.core.settings import default_of
-from curate.filter.runner import FilterRules, run_filter, stats_path, summary_line
+from curate.filter.runner import FilterRules, stats_path, summary_line
 from curate.filter.metadata import BLOCK_BYTES, parse_timestamp
 from curate.filter.tagsets import DEFAULT_EXCLUDE
 
@@ -131,7 +133,7 @@ def filter_command(metadata, out, dataset_root, min_favs, min_score, since, unti
     )
     if since is not None and until is not None and since >= until:
         raise click.BadParameter("--since must be earlier than --until")
-    stats = run_filter(list(metadata), out, rules, dataset_root=dataset_root, workers=workers,
+    stats = current_engine().filter(list(metadata), out, rules, dataset_root=dataset_root, workers=workers,
                        block_bytes=max(1, int(block_mb * (1 << 20))), progress=progress)
     problems = stats["input_problems"]
     for p in problems[:_WARNINGS]:

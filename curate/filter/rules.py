@@ -233,23 +233,29 @@ class PostFilter:
         self.cutoff = None if rules.needs_newest else rules.age_cutoff(None)
 
     def __call__(self, line: bytes) -> tuple[dict[str, Any] | None, str | None, str]:
+        row, reason, detail, _ = self.verdict(line)
+        return row, reason, detail
+
+    def verdict(self, line: bytes) -> tuple[dict[str, Any] | None, str | None, str, int | None]:
+        """__call__'s answer plus the post's created_at when the rules track the newest post (else None):
+        what an engine needs to anchor an age window on the newest post of the whole input."""
         data = bytes(line)
         nl = data.find(b"\n")
         if nl >= 0:
             if data[nl + 1:].strip():
-                return None, "malformed_json", "more than one line"
+                return None, "malformed_json", "more than one line", None
             data = data[:nl]
         if not data.strip():
-            return None, "blank", ""
+            return None, "blank", "", None
         res = BlockResult("", 0, len(data))
         rows: dict[str, list] = {k: [] for k in ROW_KEYS}
         filter_lines(data, self.rules, res, rows)  # the block path's own loop, over one line
         if res.bad_samples:
             _, reason, detail = res.bad_samples[0]
-            return None, reason, detail
+            return None, reason, detail, None
         if res.removed:
-            return None, next(iter(res.removed)), ""
+            return None, next(iter(res.removed)), "", res.newest
         row = {k: v[0] for k, v in rows.items()}
         if self.cutoff is not None and row["created_at"] < self.cutoff:
-            return None, "max_age", ""
-        return row, None, ""
+            return None, "max_age", "", res.newest
+        return row, None, "", res.newest

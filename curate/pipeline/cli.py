@@ -14,7 +14,13 @@ from curate.pipeline.runner import load, plan, resolve, run
 @click.option("--set", "overrides", multiple=True, metavar="STAGE.OPTION=VALUE",
               help="Override one option, e.g. --set filter.min_favs=20 (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and do nothing.")
-def run_command(pipeline, start, stop, overrides, dry_run):
+@click.option("--engine", type=click.Choice(["local", "beam"]), default="local", show_default=True,
+              help="Who does the stages' work: this machine's process pool, or Apache Beam (see docs/beam.md).")
+@click.option("--beam-runner", metavar="NAME", default=None,
+              help="Beam's runner for --engine beam (default DirectRunner, in processes, one per core): "
+                   "DataflowRunner, FlinkRunner, SparkRunner, ...")
+@click.argument("beam_options", nargs=-1, type=click.UNPROCESSED, metavar="[-- BEAM_OPTIONS...]")
+def run_command(pipeline, start, stop, overrides, dry_run, engine, beam_runner, beam_options):
     """Run the stages of PIPELINE (a name from pipelines/ or a .toml path), skipping what is unchanged.
 
     Prints the plan first: each stage runs only when its options or inputs changed since its
@@ -23,16 +29,27 @@ def run_command(pipeline, start, stop, overrides, dry_run):
     lives. A failing stage stops the run with that stage's one-line error and exit code
     (e.g. `curate crop: error: ...`); the next run starts again at that stage.
 
+    With --engine beam, filter, crop, score and pack each run as an Apache Beam pipeline built
+    from the same per-item units, with the same outputs, byte for byte; options after `--` go to
+    Beam unchanged. fetch always runs here.
+
     \b
     Examples:
       curate run sample
       DANBOORU=/data/danbooru2018 curate run danbooru2018-portraits
       curate run danbooru2018-portraits --set filter.min_favs=20 --until crop
       curate run pipelines/my-recipe.toml --from score --dry-run
+      curate run sample --engine beam -- --direct_num_workers 2
+      curate run danbooru2018-portraits --engine beam --beam-runner DataflowRunner -- \\
+          --project my-project --region us-central1 --temp_location gs://my-bucket/tmp \\
+          --sdk_container_image gcr.io/my-project/curate-beam:latest
     """
+    from curate.beam.engine import engine_for
+
+    chosen = engine_for(engine, beam_runner, list(beam_options))
     p = load(resolve(pipeline), list(overrides))
     if dry_run:
         for s in plan(p, start, stop):
             click.echo(f"{s['action']:4s} {s['stage']:7s} {s['why']:26s} curate {s['stage']} {' '.join(s['argv'])}")
         return
-    run(p, start, stop, echo=click.echo)
+    run(p, start, stop, echo=click.echo, engine=None if chosen.name == "local" else chosen)

@@ -278,24 +278,25 @@ def plan(p: Pipeline, start: str | None = None, stop: str | None = None) -> list
 
 
 def run(p: Pipeline, start: str | None = None, stop: str | None = None,
-        echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+        echo: Callable[[str], None] = print, engine: Any = None) -> list[dict[str, Any]]:
     """Print the plan, then run the stages that need it, recording each finished one.
 
-    Holds the workdir's run lock throughout (LockedError if another live run has it)."""
+    Holds the workdir's run lock throughout (LockedError if another live run has it). `engine`
+    (curate.core.engine) does the stages' work; None: the local process pool."""
     with contextlib.ExitStack() as held:
         try:
             p.workdir.mkdir(parents=True, exist_ok=True)
             held.enter_context(stage_lock(p.workdir / ".run.lock", f"the pipeline workdir {p.workdir}"))
         except OSError as e:  # a read-only or full workdir: name it, not the lock file inside it
             raise environment_failure(e, p.workdir) from None
-        return _run_locked(p, start, stop, echo)
+        return _run_locked(p, start, stop, echo, engine)
 
 
-def _run_stage(stage: str, argv: list[str]) -> None:
+def _run_stage(stage: str, argv: list[str], engine: Any = None) -> None:
     """One stage through its click command; its failure re-raised as a one-line error naming the stage."""
     where = f"curate {stage}"
     try:
-        rv = _command(STAGES[stage]).main(args=argv, prog_name=where, standalone_mode=False)
+        rv = _command(STAGES[stage]).main(args=argv, prog_name=where, standalone_mode=False, obj=engine)
     except CurateError as e:
         e.command_path = where  # name the stage that failed, not `run`
         raise
@@ -318,9 +319,10 @@ def _run_stage(stage: str, argv: list[str]) -> None:
 
 
 def _run_locked(p: Pipeline, start: str | None, stop: str | None,
-                echo: Callable[[str], None]) -> list[dict[str, Any]]:
+                echo: Callable[[str], None], engine: Any = None) -> list[dict[str, Any]]:
     steps = plan(p, start, stop)
-    echo(f"pipeline {p.name} ({p.source}): input {p.input}, workdir {p.workdir}")
+    on = f", on {engine.name} ({engine.describe()})" if engine is not None and engine.name != "local" else ""
+    echo(f"pipeline {p.name} ({p.source}): input {p.input}, workdir {p.workdir}{on}")
     for s in steps:
         echo(f"  {s['action']:4s} {s['stage']:7s} {s['why']:26s} curate {s['stage']} {' '.join(s['argv'])}")
     if not any(s["action"] == "run" for s in steps):
@@ -334,7 +336,7 @@ def _run_locked(p: Pipeline, start: str | None, stop: str | None,
         write_json(p.state_file, state)
         echo(f"== {s['stage']}")
         t0 = time.perf_counter()
-        _run_stage(s["stage"], s["argv"])
+        _run_stage(s["stage"], s["argv"], engine)
         state[s["stage"]] = {"fingerprint": s["fingerprint"], "seconds": round(time.perf_counter() - t0, 2),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json(p.state_file, state)

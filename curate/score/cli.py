@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from curate.core.engine import current_engine
+
 from curate.core.settings import default_of
 from curate.score.runner import run_score, summary_line
 from curate.score.scorer import SCORERS, ScoreRules
@@ -64,6 +66,6 @@ def score_command(workdir, scorer, min_person, min_confidence, min_contrast, max
     """
     rules = ScoreRules(min_person=min_person, min_confidence=min_confidence, min_contrast=min_contrast,
                        max_dominant=max_dominant, min_colours=min_colours, min_sharpness=min_sharpness)
-    stats = run_score(workdir, rules, scorer=scorer, models_root=models_dir, batch_size=batch_size,
+    stats = current_engine().score(workdir, rules, scorer=scorer, models_root=models_dir, batch_size=batch_size,
                       top_k=top_k, progress=progress)
     click.echo(summary_line(stats))

@@ -181,6 +181,19 @@ def _score_locked(wd: Workdir, crops: pa.Table, rules: ScoreRules, scorer: str, 
 
     raw = pa.concat_tables([pq.read_table(parts / f"part-{k:05d}.parquet") for k in range(n_chunks)]) \
         if n_chunks else PART_SCHEMA.empty_table()
+    scores, reasons = decided_table(raw, rules)
+    with atomic_path(wd.scores_table) as tmp:
+        pq.write_table(scores, tmp)
+    stats = score_stats(wd.scores_table, raw, reasons, rules, name, scorer, why, model_info, fp, n_chunks, reused)
+    seconds = time.perf_counter() - t0
+    stats.update({"scores_sha256": file_sha256(wd.scores_table), "seconds": round(seconds, 3),
+                  "crops_per_s": round(scored_rows / seconds, 2) if scored_rows and seconds else None})
+    write_json(stats_path(wd), stats)
+    return stats
+
+
+def decided_table(raw: pa.Table, rules: ScoreRules) -> tuple[pa.Table, list[str | None]]:
+    """Every crop's measurements (the parts, in crops-table order) -> the scores table and each crop's reason."""
     reasons = [decide(m, rules) for m in raw.select(
         ["scorer", "person", "error", "confidence", "contrast", "dominant", "colours", "sharpness"]).to_pylist()]
     scores = pa.table(
@@ -189,35 +202,32 @@ def _score_locked(wd: Workdir, crops: pa.Table, rules: ScoreRules, scorer: str, 
          "reason": pa.array(reasons, pa.string())},
         schema=SCORES_SCHEMA,
     )
-    with atomic_path(wd.scores_table) as tmp:
-        pq.write_table(scores, tmp)
+    return scores, reasons
 
-    seconds = time.perf_counter() - t0
+
+def score_stats(output, raw: pa.Table, reasons: list[str | None], rules: ScoreRules, name: str, scorer: str, why: str,
+                model_info: dict[str, Any] | None, fp: str, n_chunks: int, reused: int) -> dict[str, Any]:
+    """The stage's stats (all but the timing and the output's hash): every engine writes these keys."""
     counts = Counter(r for r in reasons if r is not None)
-    stats = {
+    return {
         "stage": "score",
         "complete": True,
         "curate_version": __version__,
-        "output": str(wd.scores_table),
+        "output": str(output),
         "scorer": name,
         "scorer_choice": scorer,
         "scorer_why": why,
         "model": model_info,
         "rules": rules.to_json(),
         "reasons_checked": _reasons_checked(name, rules),
-        "crops": scores.num_rows,
-        "kept": scores.num_rows - sum(counts.values()),
+        "crops": raw.num_rows,
+        "kept": raw.num_rows - sum(counts.values()),
         "rejected": {r: counts[r] for r in REASONS if counts[r]},
         "measurements": _quantiles(raw),
         "chunks": n_chunks,
         "chunks_reused": reused,
         "fingerprint": fp,
-        "scores_sha256": file_sha256(wd.scores_table),
-        "seconds": round(seconds, 3),
-        "crops_per_s": round(scored_rows / seconds, 2) if scored_rows and seconds else None,
     }
-    write_json(stats_path(wd), stats)
-    return stats
 
 
 def _up_to_date(wd: Workdir, fp: str, rules: ScoreRules, scorer: str, why: str) -> dict[str, Any] | None:

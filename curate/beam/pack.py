@@ -1,0 +1,211 @@
+"""pack on Beam: the local pack's unit (`RecordEncoder`) on every crop, shards written whole by one worker each.
+
+    plan (launcher) ─ chunks of the seeded order ─ Reshuffle ─ EncodeChunk ─ ToList ─┬─ shard numbers ─ Reshuffle ─ WriteShard ─┐
+                                                                                      └──────────── side input ─────────────────┴─ Finish
+
+- The plan is the local pack's own (`curate.dataset.pack.prepare`): surviving crops, level sizes, the
+  seeded order (decided once, in the launching process), labels, fingerprint.
+- EncodeChunk takes a run of consecutive positions of that order, encodes each crop with the unit and
+  appends the records of the crops that encode to one piece file per level; the chunk's summary (how
+  many encoded, which were skipped and why) is written last, as its "done" mark. A rerun, or a retried
+  bundle, skips every chunk that has its mark: finished encoding is never redone.
+- Once every chunk is known, record r of the dataset is the r-th crop of the order that encoded, so
+  shard i holds records [i*S, (i+1)*S) (S = --shard-size; one shard without it). WriteShard copies
+  those records out of the pieces (every record of a level has the same size, so a record is a byte
+  range) into the shard's level files, hashing as it goes: the same bytes, in the same order, as the
+  local pack writes. A finished shard file has a mark too and is not rewritten.
+- Finish writes the labels, moves the files into place and writes dataset.json last, through the
+  local pack's `_manifest`, so `curate inspect` and `curate train` read either engine's output.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import json
+import time
+from typing import Any, Iterator
+
+import apache_beam as beam
+import numpy as np
+
+from curate.beam import io as bio
+from curate.core.image import DecodeFailure
+from curate.dataset import schema as R
+from curate.dataset.pack import PackPlan, RecordEncoder, _manifest
+
+CHUNK = 64  # consecutive positions of the order per element
+COPY_BLOCK = 1 << 20
+
+
+def _piece(staging: str, chunk: int, log2: int) -> str:
+    return bio.join(staging, f"chunk-{chunk:06d}-r{log2:02d}.part")
+
+
+def _summary(staging: str, chunk: int) -> str:
+    return bio.join(staging, f"chunk-{chunk:06d}.json")
+
+
+class _EncodeChunk(beam.DoFn):
+    """(chunk, [(position, crop index, path)]) -> the chunk's summary; its pieces written, each atomically."""
+
+    def __init__(self, sizes: tuple[tuple[int, int], ...], staging: str):
+        self.sizes, self.staging = sizes, staging
+        self.unit = RecordEncoder(sizes)
+
+    def process(self, item: tuple[int, list[tuple[int, int, str]]]) -> Iterator[dict[str, Any]]:
+        chunk, crops = item
+        done = _summary(self.staging, chunk)
+        if bio.exists(done):
+            with bio.open_read(done) as f:
+                yield json.load(f)
+            return
+        levels: list[list[bytes]] = [[] for _ in self.sizes]
+        skipped = []
+        for position, crop, path in crops:
+            data = bio.read_image(path)
+            if isinstance(data, DecodeFailure):
+                records, reason = None, data.reason
+                detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
+            else:
+                records, reason, detail = self.unit(data, name=path)
+            if records is None:
+                skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
+                continue
+            for level, record in zip(levels, records):
+                level.append(record)
+        for (h, _), records in zip(self.sizes, levels):
+            bio.write_bytes_atomic(_piece(self.staging, chunk, R.log2(h)), b"".join(records))
+        summary = {"chunk": chunk, "encoded": len(levels[0]), "skipped": skipped}
+        bio.write_bytes_atomic(done, json.dumps(summary).encode())
+        yield summary
+
+
+class _Layout:
+    """Where each record of the dataset lives: chunk summaries -> (chunk, index in its pieces) per record."""
+
+    def __init__(self, summaries: list[dict[str, Any]], shard_size: int | None):
+        self.chunks = sorted(summaries, key=lambda s: s["chunk"])
+        self.starts = []  # the dataset record number of each chunk's first encoded crop
+        total = 0
+        for s in self.chunks:
+            self.starts.append(total)
+            total += s["encoded"]
+        self.records = total
+        self.per_shard = shard_size or max(total, 1)
+        self.shards = -(-total // self.per_shard) if total else 0
+
+    def ranges(self, first: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """(chunk, first index in the chunk's pieces, count) covering dataset records [first, end)."""
+        k = bisect.bisect_right(self.starts, first) - 1
+        while first < end and k < len(self.chunks):
+            begin = first - self.starts[k]
+            n = min(self.chunks[k]["encoded"] - begin, end - first)
+            if n > 0:
+                yield self.chunks[k]["chunk"], begin, n
+                first += n
+            k += 1
+
+
+class _WriteShard(beam.DoFn):
+    """shard i -> the file entries of its level files, copied from the pieces and hashed."""
+
+    def __init__(self, sizes: tuple[tuple[int, int], ...], name: str, shard_size: int | None, staging: str):
+        self.sizes, self.name, self.shard_size, self.staging = sizes, name, shard_size, staging
+
+    def process(self, shard: int, summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        layout = _Layout(summaries, self.shard_size)
+        first = shard * layout.per_shard
+        end = min(first + layout.per_shard, layout.records)
+        for order, (h, w) in enumerate(self.sizes):
+            name = R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ()))
+            staged, mark = bio.join(self.staging, name + ".part"), bio.join(self.staging, name + ".json")
+            if bio.exists(mark) and bio.exists(staged):
+                with bio.open_read(mark) as f:
+                    yield json.load(f)
+                continue
+            rec = R.record_size(h, w)
+            digest = hashlib.sha256()
+            with bio.atomic_create(staged) as out:
+                for chunk, begin, n in layout.ranges(first, end):
+                    with bio.open_read(_piece(self.staging, chunk, R.log2(h))) as f:
+                        f.seek(begin * rec)
+                        left = n * rec
+                        while left:
+                            block = f.read(min(COPY_BLOCK, left))
+                            if not block:
+                                raise OSError(f"{_piece(self.staging, chunk, R.log2(h))} is shorter than its summary says")
+                            out.write(block)
+                            digest.update(block)
+                            left -= len(block)
+            entry = {"staged": staged, "file": name, "log2": R.log2(h), "sha256": digest.hexdigest(),
+                     "bytes": (end - first) * rec, "records": end - first, "order": [order, shard]}
+            bio.write_bytes_atomic(mark, json.dumps(entry).encode())
+            yield entry
+
+
+class _Finish(beam.DoFn):
+    """Every shard's files -> labels, the files in place, dataset.json last; the staging folder removed."""
+
+    def __init__(self, plan: PackPlan, staging: str, started: float):
+        self.plan, self.staging, self.started = plan, staging, started
+
+    def process(self, entries: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        plan = self.plan
+        skipped = [{"crop": s["crop"], "reason": s["reason"], "detail": s["detail"]}
+                   for c in sorted(summaries, key=lambda c: c["chunk"]) for s in c["skipped"]]
+        files = [{k: v for k, v in e.items() if k != "order"} for e in sorted(entries, key=lambda e: e["order"])]
+        records = sum(f["records"] for f in files if f["log2"] == R.log2(plan.sizes[0][0]))
+        if records == 0:
+            raise ValueError("no crop could be packed; nothing was written")
+        if plan.labels is not None:
+            dropped = {s["crop"] for s in skipped}
+            kept = [int(i) for i in plan.order if int(i) not in dropped]
+            buf = io.BytesIO()
+            np.save(buf, plan.labels[kept].astype(np.float32))
+            staged = bio.join(self.staging, "labels.part")
+            bio.write_bytes_atomic(staged, buf.getvalue())
+            files.append({"staged": staged, "file": R.labels_file(plan.config.name), "log2": None,
+                          "sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "bytes": len(buf.getvalue()),
+                          "records": len(kept)})
+        state = {"records": records, "skipped": skipped, "files": files}
+        manifest = _manifest(plan.wd, plan.config, plan.sizes, plan.crops, plan.counts, plan.order, plan.labels,
+                             plan.tables, plan.fingerprint, state)
+        out = str(plan.out)
+        manifest_path = bio.join(out, R.MANIFEST)
+        if bio.exists(manifest_path):
+            bio.delete(manifest_path)  # never a manifest that disagrees with the files beside it
+        for f in files:
+            bio.move(f["staged"], bio.join(out, f["file"]))
+        bio.write_bytes_atomic(manifest_path, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
+        bio.delete_tree(self.staging)
+        yield {**manifest, "engine": "beam", "seconds": round(time.time() - self.started, 3)}
+
+
+class PackTransform(beam.PTransform):
+    """The pack stage on Beam, from the local pack's plan: -> OUT/*.tfrecords + dataset.json (one stats element)."""
+
+    def __init__(self, plan: PackPlan, chunk: int = CHUNK):
+        super().__init__()
+        self.plan, self.chunk = plan, chunk
+
+    def expand(self, pbegin):
+        plan = self.plan
+        staging = bio.join(str(plan.out), ".pack-beam", plan.fingerprint[:16])
+        bio.mkdirs(staging)
+        sizes = tuple(tuple(s) for s in plan.sizes)
+        positions = [(k, int(crop), plan.paths[int(crop)]) for k, crop in enumerate(plan.order)]
+        chunks = [(j, positions[at:at + self.chunk]) for j, at in enumerate(range(0, len(positions), self.chunk))]
+        summaries = (pbegin | "Chunks" >> beam.Create(chunks)
+                     | "SpreadChunks" >> beam.Reshuffle()
+                     | "EncodeChunk" >> beam.ParDo(_EncodeChunk(sizes, staging)))
+        every = summaries | "AllChunks" >> beam.combiners.ToList()
+        shard_size = plan.config.shard_size
+        entries = (every
+                   | "Shards" >> beam.FlatMap(lambda s: range(_Layout(s, shard_size).shards))
+                   | "SpreadShards" >> beam.Reshuffle()
+                   | "WriteShard" >> beam.ParDo(_WriteShard(sizes, plan.config.name, shard_size, staging),
+                                                summaries=beam.pvalue.AsSingleton(every)))
+        return (entries | "AllFiles" >> beam.combiners.ToList()
+                | "Finish" >> beam.ParDo(_Finish(plan, staging, time.time()), summaries=beam.pvalue.AsSingleton(every)))
