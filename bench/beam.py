@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -33,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from curate.testing.process import in_fresh_process  # noqa: E402
 
 
 def _crop_config():
@@ -116,14 +117,6 @@ def _pack_corpus(crop_workdir: Path, dest: Path, copies: int) -> int:
     return len(rows)
 
 
-def _in_subprocess(target, *args) -> float:
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    seconds = q.get()
-    p.join()
-    return seconds
 
 
 def _digest(workdir: Path) -> str:
@@ -157,7 +150,7 @@ def main() -> None:
         for r in range(args.rounds):
             for engine in ("local", "beam") if r % 2 == 0 else ("beam", "local"):
                 out = Path(tmp) / f"{engine}-{r}"
-                seconds = _in_subprocess(_crop, engine, str(corpus), str(out), args.workers)
+                seconds = in_fresh_process(_crop, engine, str(corpus), str(out), args.workers)
                 times[engine].append(seconds)
                 digests[engine] = _digest(out)
                 if engine == "local" and not keep.exists():
@@ -180,13 +173,13 @@ def main() -> None:
         for r in range(args.rounds):
             for engine in ("local", "beam") if r % 2 == 0 else ("beam", "local"):
                 out = Path(tmp) / f"pack-{engine}-{r}"
-                pack_times[engine].append(_in_subprocess(_pack, engine, str(pack_wd), str(out), args.workers))
+                pack_times[engine].append(in_fresh_process(_pack, engine, str(pack_wd), str(out), args.workers))
                 h = hashlib.sha256()
                 for f in sorted(out.glob("*.tfrecords")):
                     h.update(f.read_bytes())
                 records[engine] = h.hexdigest()
                 shutil.rmtree(out)
-            startup.append(_in_subprocess(_startup, args.workers))
+            startup.append(in_fresh_process(_startup, args.workers))
             print(f"  pack round {r + 1}: local {pack_times['local'][-1]:6.1f}s  beam {pack_times['beam'][-1]:6.1f}s"
                   f"  (an empty Beam pipeline: {startup[-1]:.1f}s)", flush=True)
     assert records["local"] == records["beam"], "the engines wrote different records"

@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from curate.testing.process import in_fresh_process  # noqa: E402
+
 from curate.filter.runner import FilterRules, run_filter  # noqa: E402
 from curate.testing.metadata import metadata_lines, naive_filter_ids  # noqa: E402
 
@@ -132,14 +134,6 @@ def _run_curate(path: str, rules: FilterRules, workers: int, q) -> None:
     q.put(("curate", dt, ids, peak, stats["posts"]))
 
 
-def _in_subprocess(target, *args):
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: its peak memory is its own
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    result = q.get()
-    p.join()
-    return result
 
 
 def main() -> None:
@@ -163,8 +157,8 @@ def main() -> None:
         rules = RULESETS[name]
         base_t, cur_t = [], []
         for r in range(args.rounds):
-            _, bt, base_ids, base_mem = _in_subprocess(_run_baseline, str(data), rules)
-            _, ct, cur_ids, cur_mem, posts = _in_subprocess(_run_curate, str(data), rules, workers)
+            _, bt, base_ids, base_mem = in_fresh_process(_run_baseline, str(data), rules)
+            _, ct, cur_ids, cur_mem, posts = in_fresh_process(_run_curate, str(data), rules, workers)
             if cur_ids != base_ids:
                 sys.exit(f"MISMATCH in rules={name}: curate kept {len(cur_ids):,} ids, baseline {len(base_ids):,}")
             base_t.append(bt)

@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from curate.testing.process import in_fresh_process  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 from curate.dataset import schema as R  # noqa: E402
@@ -116,14 +118,6 @@ def _run_curate(root: str, out: str, workers: int | None, q) -> None:
     q.put((time.perf_counter() - t, stats["workers"], sum(lv["bytes"] for lv in stats["levels"])))
 
 
-def _in_subprocess(target, *args):
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    result = q.get()
-    p.join()
-    return result
 
 
 def disk_write_mb_s(path: Path, nbytes: int) -> float:
@@ -169,8 +163,8 @@ def main() -> None:
         for d in (out_base, out_cur):
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
-        bt = _in_subprocess(_run_baseline, str(wd.root), str(out_base))
-        ct, workers, nbytes = _in_subprocess(_run_curate, str(wd.root), str(out_cur), args.workers)
+        bt = in_fresh_process(_run_baseline, str(wd.root), str(out_base))
+        ct, workers, nbytes = in_fresh_process(_run_curate, str(wd.root), str(out_cur), args.workers)
         mbs = disk_write_mb_s(args.data_dir / "disk-probe.bin", nbytes)
         if r == 0:
             for lvl, paths in R.dataset_files(out_cur).items():
