@@ -5,12 +5,14 @@
 
 - The plan is the local pack's own (`curate.dataset.pack.prepare`): surviving crops, level sizes, the
   seeded order (decided once, in the launching process), labels, fingerprint.
-- EncodeChunk takes a run of consecutive positions of that order, encodes each crop with the unit and
-  appends the records of the crops that encode to one piece file per level; the chunk's summary (how
+- EncodeChunk takes a run of consecutive positions of that order, encodes each crop with the unit
+  into one reusable buffer and writes the records of the crops that encode straight from it to one
+  piece file per level; the chunk's summary (how
   many encoded, which were skipped and why) is written last, as its "done" mark. A rerun, or a retried
   bundle, skips every chunk that has its mark: finished encoding is never redone.
 - Once every chunk is known, record r of the dataset is the r-th crop of the order that encoded, so
-  shard i holds records [i*S, (i+1)*S) (S = --shard-size; one shard without it). WriteShard copies
+  shard i holds records [i*S, (i+1)*S) (S = --shard-size; one shard without it). WriteShard, one
+  element per level file of a shard (so the levels of one shard are written in parallel), copies
   those records out of the pieces (every record of a level has the same size, so a record is a byte
   range) into the shard's level files, hashing as it goes: the same bytes, in the same order, as the
   local pack writes. A finished shard file has a mark too and is not rewritten.
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import io
 import json
@@ -33,7 +36,7 @@ import numpy as np
 from curate.beam import io as bio
 from curate.core.image import DecodeFailure
 from curate.dataset import schema as R
-from curate.dataset.pack import PackPlan, RecordEncoder, _manifest
+from curate.dataset.pack import PackPlan, RecordEncoder, _manifest, slot_bytes
 
 CHUNK = 64  # consecutive positions of the order per element
 COPY_BLOCK = 1 << 20
@@ -61,23 +64,28 @@ class _EncodeChunk(beam.DoFn):
             with bio.open_read(done) as f:
                 yield json.load(f)
             return
-        levels: list[list[bytes]] = [[] for _ in self.sizes]
-        skipped = []
-        for position, crop, path in crops:
-            data = bio.read_image(path)
-            if isinstance(data, DecodeFailure):
-                records, reason = None, data.reason
-                detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
-            else:
-                records, reason, detail = self.unit(data, name=path)
-            if records is None:
-                skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
-                continue
-            for level, record in zip(levels, records):
-                level.append(record)
-        for (h, _), records in zip(self.sizes, levels):
-            bio.write_bytes_atomic(_piece(self.staging, chunk, R.log2(h)), b"".join(records))
-        summary = {"chunk": chunk, "encoded": len(levels[0]), "skipped": skipped}
+        # Each crop is encoded into one reusable buffer and its records written straight from it to
+        # the chunk's piece files (one per level), never copied on the way.
+        buf = np.empty(slot_bytes(self.sizes), np.uint8)
+        view = memoryview(buf)
+        skipped, encoded = [], 0
+        with contextlib.ExitStack() as files:
+            pieces = [files.enter_context(bio.atomic_create(_piece(self.staging, chunk, R.log2(h))))
+                      for h, _ in self.sizes]
+            for position, crop, path in crops:
+                data = bio.read_image(path)
+                if isinstance(data, DecodeFailure):
+                    reason = data.reason
+                    detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
+                else:
+                    reason, detail = self.unit.into(data, buf, name=path)
+                if reason is not None:
+                    skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
+                    continue
+                for piece, (a, b) in zip(pieces, self.unit.offsets):
+                    piece.write(view[a:b])
+                encoded += 1
+        summary = {"chunk": chunk, "encoded": encoded, "skipped": skipped}
         bio.write_bytes_atomic(done, json.dumps(summary).encode())
         yield summary
 
@@ -109,40 +117,43 @@ class _Layout:
 
 
 class _WriteShard(beam.DoFn):
-    """shard i -> the file entries of its level files, copied from the pieces and hashed."""
+    """(shard i, level) -> the file entry of that level's file of the shard, copied from the pieces and
+    hashed; one element per file, so the files of one shard are written in parallel too."""
 
     def __init__(self, sizes: tuple[tuple[int, int], ...], name: str, shard_size: int | None, staging: str):
         self.sizes, self.name, self.shard_size, self.staging = sizes, name, shard_size, staging
 
-    def process(self, shard: int, summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def process(self, item: tuple[int, int], summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        shard, level = item
+        h, w = self.sizes[level]
         layout = _Layout(summaries, self.shard_size)
         first = shard * layout.per_shard
         end = min(first + layout.per_shard, layout.records)
-        for order, (h, w) in enumerate(self.sizes):
-            name = R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ()))
-            staged, mark = bio.join(self.staging, name + ".part"), bio.join(self.staging, name + ".json")
-            if bio.exists(mark) and bio.exists(staged):
-                with bio.open_read(mark) as f:
-                    yield json.load(f)
-                continue
-            rec = R.record_size(h, w)
-            digest = hashlib.sha256()
-            with bio.atomic_create(staged) as out:
-                for chunk, begin, n in layout.ranges(first, end):
-                    with bio.open_read(_piece(self.staging, chunk, R.log2(h))) as f:
-                        f.seek(begin * rec)
-                        left = n * rec
-                        while left:
-                            block = f.read(min(COPY_BLOCK, left))
-                            if not block:
-                                raise OSError(f"{_piece(self.staging, chunk, R.log2(h))} is shorter than its summary says")
-                            out.write(block)
-                            digest.update(block)
-                            left -= len(block)
-            entry = {"staged": staged, "file": name, "log2": R.log2(h), "sha256": digest.hexdigest(),
-                     "bytes": (end - first) * rec, "records": end - first, "order": [order, shard]}
-            bio.write_bytes_atomic(mark, json.dumps(entry).encode())
-            yield entry
+        name = R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ()))
+        staged, mark = bio.join(self.staging, name + ".part"), bio.join(self.staging, name + ".json")
+        if bio.exists(mark) and bio.exists(staged):  # written by an earlier run or attempt
+            with bio.open_read(mark) as f:
+                yield json.load(f)
+            return
+        rec = R.record_size(h, w)
+        digest = hashlib.sha256()
+        with bio.atomic_create(staged) as out:
+            for chunk, begin, n in layout.ranges(first, end):
+                piece = _piece(self.staging, chunk, R.log2(h))
+                with bio.open_read(piece) as f:
+                    f.seek(begin * rec)
+                    left = n * rec
+                    while left:
+                        block = f.read(min(COPY_BLOCK, left))
+                        if not block:
+                            raise OSError(f"{piece} is shorter than its summary says")
+                        out.write(block)
+                        digest.update(block)
+                        left -= len(block)
+        entry = {"staged": staged, "file": name, "log2": R.log2(h), "sha256": digest.hexdigest(),
+                 "bytes": (end - first) * rec, "records": end - first, "order": [level, shard]}
+        bio.write_bytes_atomic(mark, json.dumps(entry).encode())
+        yield entry
 
 
 class _Finish(beam.DoFn):
@@ -203,7 +214,8 @@ class PackTransform(beam.PTransform):
         every = summaries | "AllChunks" >> beam.combiners.ToList()
         shard_size = plan.config.shard_size
         entries = (every
-                   | "Shards" >> beam.FlatMap(lambda s: range(_Layout(s, shard_size).shards))
+                   | "Shards" >> beam.FlatMap(lambda s: [(i, level) for i in range(_Layout(s, shard_size).shards)
+                                                         for level in range(len(sizes))])
                    | "SpreadShards" >> beam.Reshuffle()
                    | "WriteShard" >> beam.ParDo(_WriteShard(sizes, plan.config.name, shard_size, staging),
                                                 summaries=beam.pvalue.AsSingleton(every)))
