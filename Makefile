@@ -66,6 +66,7 @@ bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothi
 	$(PY) bench/score.py
 	$(PY) bench/review.py
 	$(PY) bench/pack.py
+	$(PY) bench/beam.py
 	$(PY) bench/train.py
 
 clean:  ## remove .venv and outputs

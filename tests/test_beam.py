@@ -134,19 +134,34 @@ def test_a_failed_bundle_is_retried_and_the_output_is_complete(sample_root, tmp_
 
 
 @pytest.mark.parametrize("shard_size", [None, 7], ids=["one-file-per-level", "shards-of-7"])
-def test_pack_writes_byte_identical_records_and_manifest(tmp_path, shard_size):
+@pytest.mark.parametrize("broken", [False, True], ids=["all-encode", "one-crop-fails"])
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "pieces"])
+def test_pack_writes_byte_identical_records_and_manifest(tmp_path, shard_size, broken, in_place):
     from curate.beam.pack import PackTransform
     from curate.dataset.pack import PackConfig, prepare, run_pack
     from test_pack import dir_bytes, make_workdir
 
     wd = make_workdir(tmp_path / "wd", 40, score_rejects={"104_0"}, review_rejects={"107_0"})
-    (wd.root / Workdir.crop_file("109_0")).write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # a crop that cannot encode
+    if broken:
+        (wd.root / Workdir.crop_file("109_0")).write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # cannot encode
     config = PackConfig(shard_size=shard_size)
     local = run_pack(wd.root, tmp_path / "local", config, workers=2, progress=False)
-    run_beam(PackTransform(prepare(wd.root, tmp_path / "beam", config), chunk=6), TWO_PROCESSES)
-    assert local["source"]["skipped"] == {"corrupt": 1} or sum(local["source"]["skipped"].values()) == 1
+    run_beam(PackTransform(prepare(wd.root, tmp_path / "beam", config), chunk=6, in_place=in_place), IN_PROCESS)
+    assert sum(local["source"]["skipped"].values()) == int(broken)
     assert dir_bytes(tmp_path / "beam") == dir_bytes(tmp_path / "local")
     assert not (tmp_path / "beam" / ".pack-beam").exists()
+
+
+def test_pack_on_two_beam_workers(tmp_path):
+    from curate.beam.pack import PackTransform
+    from curate.dataset.pack import PackConfig, prepare, run_pack
+    from test_pack import dir_bytes, make_workdir
+
+    wd = make_workdir(tmp_path / "wd", 30)
+    config = PackConfig(shard_size=8)
+    run_pack(wd.root, tmp_path / "local", config, workers=1, progress=False)
+    run_beam(PackTransform(prepare(wd.root, tmp_path / "beam", config), chunk=4), TWO_PROCESSES)
+    assert dir_bytes(tmp_path / "beam") == dir_bytes(tmp_path / "local")
 
 
 def test_score_makes_the_same_decisions_from_the_same_parts(tmp_path):

@@ -5,12 +5,14 @@
 
 - The plan is the local pack's own (`curate.dataset.pack.prepare`): surviving crops, level sizes, the
   seeded order (decided once, in the launching process), labels, fingerprint.
-- EncodeChunk takes a run of consecutive positions of that order, encodes each crop with the unit and
-  appends the records of the crops that encode to one piece file per level; the chunk's summary (how
+- EncodeChunk takes a run of consecutive positions of that order, encodes each crop with the unit
+  into one reusable buffer and writes the records of the crops that encode straight from it to one
+  piece file per level; the chunk's summary (how
   many encoded, which were skipped and why) is written last, as its "done" mark. A rerun, or a retried
   bundle, skips every chunk that has its mark: finished encoding is never redone.
 - Once every chunk is known, record r of the dataset is the r-th crop of the order that encoded, so
-  shard i holds records [i*S, (i+1)*S) (S = --shard-size; one shard without it). WriteShard copies
+  shard i holds records [i*S, (i+1)*S) (S = --shard-size; one shard without it). WriteShard, one
+  element per level file of a shard (so the levels of one shard are written in parallel), copies
   those records out of the pieces (every record of a level has the same size, so a record is a byte
   range) into the shard's level files, hashing as it goes: the same bytes, in the same order, as the
   local pack writes. A finished shard file has a mark too and is not rewritten.
@@ -21,9 +23,11 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import io
 import json
+import os
 import time
 from typing import Any, Iterator
 
@@ -33,7 +37,7 @@ import numpy as np
 from curate.beam import io as bio
 from curate.core.image import DecodeFailure
 from curate.dataset import schema as R
-from curate.dataset.pack import PackPlan, RecordEncoder, _manifest
+from curate.dataset.pack import PackPlan, RecordEncoder, _manifest, slot_bytes
 
 CHUNK = 64  # consecutive positions of the order per element
 COPY_BLOCK = 1 << 20
@@ -61,23 +65,28 @@ class _EncodeChunk(beam.DoFn):
             with bio.open_read(done) as f:
                 yield json.load(f)
             return
-        levels: list[list[bytes]] = [[] for _ in self.sizes]
-        skipped = []
-        for position, crop, path in crops:
-            data = bio.read_image(path)
-            if isinstance(data, DecodeFailure):
-                records, reason = None, data.reason
-                detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
-            else:
-                records, reason, detail = self.unit(data, name=path)
-            if records is None:
-                skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
-                continue
-            for level, record in zip(levels, records):
-                level.append(record)
-        for (h, _), records in zip(self.sizes, levels):
-            bio.write_bytes_atomic(_piece(self.staging, chunk, R.log2(h)), b"".join(records))
-        summary = {"chunk": chunk, "encoded": len(levels[0]), "skipped": skipped}
+        # Each crop is encoded into one reusable buffer and its records written straight from it to
+        # the chunk's piece files (one per level), never copied on the way.
+        buf = np.empty(slot_bytes(self.sizes), np.uint8)
+        view = memoryview(buf)
+        skipped, encoded = [], 0
+        with contextlib.ExitStack() as files:
+            pieces = [files.enter_context(bio.atomic_create(_piece(self.staging, chunk, R.log2(h))))
+                      for h, _ in self.sizes]
+            for position, crop, path in crops:
+                data = bio.read_image(path)
+                if isinstance(data, DecodeFailure):
+                    reason = data.reason
+                    detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
+                else:
+                    reason, detail = self.unit.into(data, buf, name=path)
+                if reason is not None:
+                    skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
+                    continue
+                for piece, (a, b) in zip(pieces, self.unit.offsets):
+                    piece.write(view[a:b])
+                encoded += 1
+        summary = {"chunk": chunk, "encoded": encoded, "skipped": skipped}
         bio.write_bytes_atomic(done, json.dumps(summary).encode())
         yield summary
 
@@ -109,52 +118,186 @@ class _Layout:
 
 
 class _WriteShard(beam.DoFn):
-    """shard i -> the file entries of its level files, copied from the pieces and hashed."""
+    """(shard i, level) -> the file entry of that level's file of the shard, copied from the pieces and
+    hashed; one element per file, so the files of one shard are written in parallel too."""
 
     def __init__(self, sizes: tuple[tuple[int, int], ...], name: str, shard_size: int | None, staging: str):
         self.sizes, self.name, self.shard_size, self.staging = sizes, name, shard_size, staging
 
-    def process(self, shard: int, summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def process(self, item: tuple[int, int], summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        shard, level = item
+        h, w = self.sizes[level]
         layout = _Layout(summaries, self.shard_size)
         first = shard * layout.per_shard
         end = min(first + layout.per_shard, layout.records)
-        for order, (h, w) in enumerate(self.sizes):
-            name = R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ()))
-            staged, mark = bio.join(self.staging, name + ".part"), bio.join(self.staging, name + ".json")
-            if bio.exists(mark) and bio.exists(staged):
-                with bio.open_read(mark) as f:
-                    yield json.load(f)
-                continue
-            rec = R.record_size(h, w)
-            digest = hashlib.sha256()
-            with bio.atomic_create(staged) as out:
-                for chunk, begin, n in layout.ranges(first, end):
-                    with bio.open_read(_piece(self.staging, chunk, R.log2(h))) as f:
-                        f.seek(begin * rec)
-                        left = n * rec
-                        while left:
-                            block = f.read(min(COPY_BLOCK, left))
-                            if not block:
-                                raise OSError(f"{_piece(self.staging, chunk, R.log2(h))} is shorter than its summary says")
-                            out.write(block)
-                            digest.update(block)
-                            left -= len(block)
-            entry = {"staged": staged, "file": name, "log2": R.log2(h), "sha256": digest.hexdigest(),
-                     "bytes": (end - first) * rec, "records": end - first, "order": [order, shard]}
-            bio.write_bytes_atomic(mark, json.dumps(entry).encode())
-            yield entry
+        name = R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ()))
+        staged, mark = bio.join(self.staging, name + ".part"), bio.join(self.staging, name + ".json")
+        if bio.exists(mark) and bio.exists(staged):  # written by an earlier run or attempt
+            with bio.open_read(mark) as f:
+                yield json.load(f)
+            return
+        rec = R.record_size(h, w)
+        digest = hashlib.sha256()
+        with bio.atomic_create(staged) as out:
+            for chunk, begin, n in layout.ranges(first, end):
+                piece = _piece(self.staging, chunk, R.log2(h))
+                with bio.open_read(piece) as f:
+                    f.seek(begin * rec)
+                    left = n * rec
+                    while left:
+                        block = f.read(min(COPY_BLOCK, left))
+                        if not block:
+                            raise OSError(f"{piece} is shorter than its summary says")
+                        out.write(block)
+                        digest.update(block)
+                        left -= len(block)
+        entry = {"staged": staged, "file": name, "log2": R.log2(h), "sha256": digest.hexdigest(),
+                 "bytes": (end - first) * rec, "records": end - first, "order": [level, shard]}
+        bio.write_bytes_atomic(mark, json.dumps(entry).encode())
+        yield entry
+
+
+def _provisional(staging: str, log2: int, shard: int) -> str:
+    return bio.join(staging, f"inplace-r{log2:02d}-{shard}.part")
+
+
+class _EncodeInPlace(beam.DoFn):
+    """(chunk, [(position, crop index, path)]) -> the chunk's summary; each record written once, at its place.
+
+    For an output on a file system every worker shares (a local disk, a mounted share): record k of the
+    order goes straight to byte (k mod S) * record size of provisional shard k div S of its level, as it
+    would if no crop failed (S: --shard-size, or one shard). A failed crop leaves a gap, which Finish
+    closes. Nothing is written twice, where the pieces route writes every record twice.
+    """
+
+    def __init__(self, sizes: tuple[tuple[int, int], ...], staging: str, per_shard: int):
+        self.sizes, self.staging, self.per_shard = sizes, staging, per_shard
+        self.unit = RecordEncoder(sizes)
+
+    def process(self, item: tuple[int, list[tuple[int, int, str]]]) -> Iterator[dict[str, Any]]:
+        chunk, crops = item
+        done = _summary(self.staging, chunk)
+        if bio.exists(done):
+            with bio.open_read(done) as f:
+                yield json.load(f)
+            return
+        buf = np.empty(slot_bytes(self.sizes), np.uint8)
+        view = memoryview(buf)
+        fds: dict[tuple[int, int], int] = {}
+        skipped, encoded = [], 0
+        try:
+            for position, crop, path in crops:
+                data = bio.read_image(path)
+                if isinstance(data, DecodeFailure):
+                    reason = data.reason
+                    detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
+                else:
+                    reason, detail = self.unit.into(data, buf, name=path)
+                if reason is not None:
+                    skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
+                    continue
+                shard, slot = divmod(position, self.per_shard)
+                for level, ((h, w), (a, b)) in enumerate(zip(self.sizes, self.unit.offsets)):
+                    fd = fds.get((level, shard))
+                    if fd is None:
+                        fd = fds[(level, shard)] = os.open(_provisional(self.staging, R.log2(h), shard),
+                                                           os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    os.pwrite(fd, view[a:b], slot * R.record_size(h, w))
+                encoded += 1
+            for fd in fds.values():
+                os.fsync(fd)  # the records are on disk before the summary says the chunk is done
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        summary = {"chunk": chunk, "encoded": encoded, "skipped": skipped}
+        bio.write_bytes_atomic(done, json.dumps(summary).encode())
+        yield summary
+
+
+class _HashFile(beam.DoFn):
+    """(shard, level) of a gap-free in-place dataset -> its file entry (the provisional file, hashed)."""
+
+    def __init__(self, sizes: tuple[tuple[int, int], ...], name: str, shard_size: int | None, staging: str):
+        self.sizes, self.name, self.shard_size, self.staging = sizes, name, shard_size, staging
+
+    def process(self, item: tuple[int, int], summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        shard, level = item
+        h, w = self.sizes[level]
+        layout = _Layout(summaries, self.shard_size)
+        if any(c["skipped"] for c in layout.chunks):
+            return  # a gap: Finish rewrites the files in order instead
+        first = shard * layout.per_shard
+        end = min(first + layout.per_shard, layout.records)
+        staged = _provisional(self.staging, R.log2(h), shard)
+        with open(staged, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+        size = os.path.getsize(staged)
+        if size != (end - first) * R.record_size(h, w):
+            raise OSError(f"{staged} holds {size} bytes, not the {end - first} records its chunks wrote")
+        yield {"staged": staged, "file": R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ())),
+               "log2": R.log2(h), "sha256": digest.hexdigest(), "bytes": size, "records": end - first,
+               "order": [level, shard]}
+
+
+def _close_gaps(plan: PackPlan, staging: str, sizes, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The in-place files rewritten in order without the failed crops' slots: the final files' entries.
+
+    The rare path (a crop failed): every level is read once in order and written once more, by this one
+    worker; the records shift, so no file can be kept as it is.
+    """
+    layout = _Layout(summaries, plan.config.shard_size)
+    failed = {s["position"] for c in layout.chunks for s in c["skipped"]}
+    per = layout.per_shard  # the shards of the written records
+    guess = plan.config.shard_size or max(len(plan.order), 1)  # the shards the positions were written to
+    entries = []
+    for level, (h, w) in enumerate(sizes):
+        rec = R.record_size(h, w)
+        out_f = digest = None
+        written = shard = 0
+        sources: dict[int, Any] = {}
+        try:
+            for position in range(len(plan.order)):
+                if position in failed:
+                    continue
+                if out_f is None:
+                    staged = bio.join(staging, f"closed-r{R.log2(h):02d}-{shard}.part")
+                    out_f, digest, start = open(staged, "wb"), hashlib.sha256(), written
+                src_shard, slot = divmod(position, guess)
+                if src_shard not in sources:
+                    sources[src_shard] = open(_provisional(staging, R.log2(h), src_shard), "rb")
+                f = sources[src_shard]
+                f.seek(slot * rec)
+                record = f.read(rec)
+                out_f.write(record)
+                digest.update(record)
+                written += 1
+                if written % per == 0 or written == layout.records:
+                    out_f.close()
+                    entries.append({"staged": staged, "file": R.level_file(plan.config.name, h,
+                                                                           *((shard, layout.shards) if plan.config.shard_size else ())),
+                                    "log2": R.log2(h), "sha256": digest.hexdigest(), "bytes": (written - start) * rec,
+                                    "records": written - start, "order": [level, shard]})
+                    out_f, shard = None, shard + 1
+        finally:
+            for f in sources.values():
+                f.close()
+            if out_f is not None:
+                out_f.close()
+    return entries
 
 
 class _Finish(beam.DoFn):
     """Every shard's files -> labels, the files in place, dataset.json last; the staging folder removed."""
 
-    def __init__(self, plan: PackPlan, staging: str, started: float):
-        self.plan, self.staging, self.started = plan, staging, started
+    def __init__(self, plan: PackPlan, staging: str, started: float, in_place: bool = False):
+        self.plan, self.staging, self.started, self.in_place = plan, staging, started, in_place
 
     def process(self, entries: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         plan = self.plan
         skipped = [{"crop": s["crop"], "reason": s["reason"], "detail": s["detail"]}
                    for c in sorted(summaries, key=lambda c: c["chunk"]) for s in c["skipped"]]
+        if self.in_place and skipped:
+            entries = _close_gaps(plan, self.staging, tuple(tuple(x) for x in plan.sizes), summaries)
         files = [{k: v for k, v in e.items() if k != "order"} for e in sorted(entries, key=lambda e: e["order"])]
         records = sum(f["records"] for f in files if f["log2"] == R.log2(plan.sizes[0][0]))
         if records == 0:
@@ -184,11 +327,17 @@ class _Finish(beam.DoFn):
 
 
 class PackTransform(beam.PTransform):
-    """The pack stage on Beam, from the local pack's plan: -> OUT/*.tfrecords + dataset.json (one stats element)."""
+    """The pack stage on Beam, from the local pack's plan: -> OUT/*.tfrecords + dataset.json (one stats element).
 
-    def __init__(self, plan: PackPlan, chunk: int = CHUNK):
+    `in_place` (default: when OUT is on a file system, not object storage) writes each record once, at
+    its place (_EncodeInPlace); otherwise records go to per-chunk pieces and each shard's files are
+    copied out of them (_EncodeChunk, _WriteShard), which works wherever FileSystems can write.
+    """
+
+    def __init__(self, plan: PackPlan, chunk: int = CHUNK, in_place: bool | None = None):
         super().__init__()
         self.plan, self.chunk = plan, chunk
+        self.in_place = "://" not in str(plan.out) if in_place is None else in_place
 
     def expand(self, pbegin):
         plan = self.plan
@@ -197,15 +346,19 @@ class PackTransform(beam.PTransform):
         sizes = tuple(tuple(s) for s in plan.sizes)
         positions = [(k, int(crop), plan.paths[int(crop)]) for k, crop in enumerate(plan.order)]
         chunks = [(j, positions[at:at + self.chunk]) for j, at in enumerate(range(0, len(positions), self.chunk))]
+        shard_size = plan.config.shard_size
+        encode = (_EncodeInPlace(sizes, staging, shard_size or max(len(positions), 1)) if self.in_place
+                  else _EncodeChunk(sizes, staging))
         summaries = (pbegin | "Chunks" >> beam.Create(chunks)
                      | "SpreadChunks" >> beam.Reshuffle()
-                     | "EncodeChunk" >> beam.ParDo(_EncodeChunk(sizes, staging)))
+                     | "EncodeChunk" >> beam.ParDo(encode))
         every = summaries | "AllChunks" >> beam.combiners.ToList()
-        shard_size = plan.config.shard_size
+        write = (_HashFile if self.in_place else _WriteShard)(sizes, plan.config.name, shard_size, staging)
         entries = (every
-                   | "Shards" >> beam.FlatMap(lambda s: range(_Layout(s, shard_size).shards))
+                   | "Shards" >> beam.FlatMap(lambda s: [(i, level) for i in range(_Layout(s, shard_size).shards)
+                                                         for level in range(len(sizes))])
                    | "SpreadShards" >> beam.Reshuffle()
-                   | "WriteShard" >> beam.ParDo(_WriteShard(sizes, plan.config.name, shard_size, staging),
-                                                summaries=beam.pvalue.AsSingleton(every)))
+                   | "WriteShard" >> beam.ParDo(write, summaries=beam.pvalue.AsSingleton(every)))
         return (entries | "AllFiles" >> beam.combiners.ToList()
-                | "Finish" >> beam.ParDo(_Finish(plan, staging, time.time()), summaries=beam.pvalue.AsSingleton(every)))
+                | "Finish" >> beam.ParDo(_Finish(plan, staging, time.time(), self.in_place),
+                                         summaries=beam.pvalue.AsSingleton(every)))

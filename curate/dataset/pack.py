@@ -127,10 +127,20 @@ class RecordEncoder:
     def __call__(self, data: bytes, name: str | None = None) -> tuple[list[bytes] | None, str | None, str]:
         """`name` (the crop's path) heads a reason's detail, as the local runner's does; else "crop"."""
         buf = np.empty(slot_bytes(self.sizes), np.uint8)
-        reason, detail = encode_into(data, self.sizes, buf, name)
+        reason, detail = self.into(data, buf, name)
         if reason is not None:
             return None, reason, detail
-        return [bytes(buf[a:b]) for a, b in _offsets(self.sizes)], None, ""
+        return [bytes(buf[a:b]) for a, b in self.offsets], None, ""
+
+    def into(self, data: bytes, out: np.ndarray, name: str | None = None) -> tuple[str | None, str]:
+        """The same, into the caller's buffer of slot_bytes(sizes): level i's record is out[offsets[i]],
+        for an engine that writes the records out without copying them first."""
+        return encode_into(data, self.sizes, out, name)
+
+    @property
+    def offsets(self) -> tuple[tuple[int, int], ...]:
+        """(start, end) of each level's record in the buffer `into` fills."""
+        return _offsets(self.sizes)
 
 
 def encode_into(source: str | bytes, sizes: tuple[tuple[int, int], ...], out: np.ndarray,
