@@ -209,3 +209,12 @@ def test_the_sample_pipeline_gives_the_same_dataset_on_both_engines(sample_root,
     for m in manifests:
         m["source"].pop("workdir")
     assert manifests[0] == manifests[1]
+
+
+def test_an_option_beam_does_not_know_is_warned_about_once(capsys):
+    from curate.beam.engine import BeamEngine
+
+    engine = BeamEngine("FnApiRunner", ["--no_such_option=1"])
+    for _ in range(2):
+        engine._run(beam.Create([1]) | beam.Map(lambda x: x))
+    assert capsys.readouterr().err.count("Beam knows no option --no_such_option") == 1

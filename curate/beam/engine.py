@@ -21,6 +21,8 @@ import os
 import time
 from pathlib import Path
 
+import click
+
 from curate.core.engine import LocalEngine
 from curate.core.errors import CurateError
 from curate.core.lock import stage_lock
@@ -43,6 +45,7 @@ class BeamEngine(LocalEngine):
 
     def __init__(self, runner: str | None = None, options: list[str] = ()):
         self.options = list(options)
+        self._warned = False
         if not any(o == "--runner" or o.startswith("--runner=") for o in self.options):
             self.options.insert(0, f"--runner={runner or DEFAULT_RUNNER}")
             if (runner or DEFAULT_RUNNER) == "DirectRunner":
@@ -64,6 +67,11 @@ class BeamEngine(LocalEngine):
         except SystemExit:  # argparse inside Beam exits on an option it does not know
             raise BeamEngineError(f"Beam does not accept these options: {self.describe()}") from None
         with beam.Pipeline(options=options) as p:
+            unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))
+            if unknown and not self._warned:  # Beam passes them on silently: a typo would go unnoticed
+                click.echo(f"curate: warning: Beam knows no option {', '.join('--' + u for u in unknown)}; "
+                           "passed on to the runner as given", err=True)
+                self._warned = True
             _ = p | transform
 
     @staticmethod
