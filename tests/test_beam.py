@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,15 @@ def test_the_sample_pipeline_gives_the_same_dataset_on_both_engines(sample_root,
     for m in manifests:
         m["source"].pop("workdir")
     assert manifests[0] == manifests[1]
+    # the stats files are the local run's, so `curate report` reads a Beam workdir as it reads a local one
+    pages = []
+    for w in (local, beam_wd):
+        r = subprocess.run([sys.executable, "-m", "curate", "report", str(w), "-o", str(w / "report.html")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        pages.append((w / "report.html").read_text())
+    funnel = re.compile(r"<tr><td>(\w+)</td><td>[^<]*</td><td class=\"n\">([\d,]+)</td>")  # stage, count
+    assert funnel.findall(pages[1]) == funnel.findall(pages[0]) and len(funnel.findall(pages[0])) >= 4
 
 
 def test_an_option_beam_does_not_know_is_warned_about_once(capsys):
