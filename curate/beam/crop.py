@@ -31,7 +31,7 @@ from curate.beam import io as bio
 from curate.core.image import DecodeFailure
 from curate.core.workdir import CROPS_SCHEMA
 from curate.crop.cropper import CropConfig, Cropper, ImageResult, Source
-from curate.crop.runner import PARTS_DIR, _add, _chunk_key, _new_counts, _rows_table, add_chunk, funnel
+from curate.crop.runner import PARTS_DIR, add_chunk, add_result, chunk_key, funnel, new_counts, rows_table
 
 CHUNK = 8  # images per element: smaller than the local runner's 128, so that a few hundred images still spread
 
@@ -64,13 +64,13 @@ class _CropChunk(beam.DoFn):
                 rows = pq.read_table(f, schema=CROPS_SCHEMA).to_pylist()
             yield index, counts, rows
             return
-        counts, rows = _new_counts(), []
+        counts, rows = new_counts(), []
         for src in sources:
             result = self._crop(src)
-            _add(counts, result)
+            add_result(counts, result)
             rows.extend(result.rows)
         with bio.atomic_create(rows_path) as f:
-            pq.write_table(_rows_table(rows), f)
+            pq.write_table(rows_table(rows), f)
         bio.write_bytes_atomic(counts_path, json.dumps(counts, default=dict).encode())
         yield index, json.loads(json.dumps(counts, default=dict)), rows
 
@@ -95,11 +95,11 @@ class _Assemble(beam.DoFn):
         self.config, self.workdir, self.inputs, self.started = config, workdir, inputs, started
 
     def process(self, chunks: list[tuple[int, dict[str, Any], list[dict]]]) -> Iterator[dict[str, Any]]:
-        total, rows = _new_counts(), []
+        total, rows = new_counts(), []
         for _, counts, chunk_rows in sorted(chunks, key=lambda c: c[0]):
             add_chunk(total, counts)
             rows.extend(chunk_rows)
-        table = _rows_table(rows) if rows else CROPS_SCHEMA.empty_table()
+        table = rows_table(rows) if rows else CROPS_SCHEMA.empty_table()
         out = bio.join(self.workdir, "crops.parquet")
         with bio.atomic_create(out) as f:
             pq.write_table(table, f)
@@ -124,7 +124,7 @@ class CropTransform(beam.PTransform):
         parts = bio.join(self.workdir, PARTS_DIR, self.config.fingerprint())
         bio.mkdirs(parts)
         chunks = [self.sources[i:i + self.chunk] for i in range(0, len(self.sources), self.chunk)]
-        items = [(i, f"{i:06d}-{_chunk_key(self.config, c)}", c) for i, c in enumerate(chunks)]
+        items = [(i, f"{i:06d}-{chunk_key(self.config, c)}", c) for i, c in enumerate(chunks)]
         return (pbegin | "Chunks" >> beam.Create(items)
                 | "Spread" >> beam.Reshuffle()
                 | "CropChunk" >> beam.ParDo(_CropChunk(self.config, self.workdir, parts))

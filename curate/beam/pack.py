@@ -37,7 +37,7 @@ import numpy as np
 from curate.beam import io as bio
 from curate.core.image import DecodeFailure
 from curate.dataset import schema as R
-from curate.dataset.pack import PackPlan, RecordEncoder, _manifest, slot_bytes
+from curate.dataset.pack import PackPlan, RecordEncoder, _manifest, named_detail, slot_bytes
 
 CHUNK = 64  # consecutive positions of the order per element
 COPY_BLOCK = 1 << 20
@@ -51,8 +51,13 @@ def _summary(staging: str, chunk: int) -> str:
     return bio.join(staging, f"chunk-{chunk:06d}.json")
 
 
-class _EncodeChunk(beam.DoFn):
-    """(chunk, [(position, crop index, path)]) -> the chunk's summary; its pieces written, each atomically."""
+class _Encode(beam.DoFn):
+    """(chunk, [(position, crop index, path)]) -> the chunk's summary; where its records go is the subclass's.
+
+    Each crop is encoded by the unit into one reusable buffer and its records written straight from it
+    (`_records`), never copied on the way. The summary (how many encoded, which were skipped and why) is
+    written last: the chunk's "done" mark, which a rerun or a retried bundle reads back instead.
+    """
 
     def __init__(self, sizes: tuple[tuple[int, int], ...], staging: str):
         self.sizes, self.staging = sizes, staging
@@ -65,30 +70,44 @@ class _EncodeChunk(beam.DoFn):
             with bio.open_read(done) as f:
                 yield json.load(f)
             return
-        # Each crop is encoded into one reusable buffer and its records written straight from it to
-        # the chunk's piece files (one per level), never copied on the way.
         buf = np.empty(slot_bytes(self.sizes), np.uint8)
         view = memoryview(buf)
         skipped, encoded = [], 0
-        with contextlib.ExitStack() as files:
-            pieces = [files.enter_context(bio.atomic_create(_piece(self.staging, chunk, R.log2(h))))
-                      for h, _ in self.sizes]
+        with self._records(chunk) as put:
             for position, crop, path in crops:
                 data = bio.read_image(path)
                 if isinstance(data, DecodeFailure):
-                    reason = data.reason
-                    detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
+                    reason, detail = data.reason, named_detail(path, data.detail)
                 else:
                     reason, detail = self.unit.into(data, buf, name=path)
                 if reason is not None:
                     skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
                     continue
-                for piece, (a, b) in zip(pieces, self.unit.offsets):
-                    piece.write(view[a:b])
+                put(position, [view[a:b] for a, b in self.unit.offsets])
                 encoded += 1
         summary = {"chunk": chunk, "encoded": encoded, "skipped": skipped}
         bio.write_bytes_atomic(done, json.dumps(summary).encode())
         yield summary
+
+    def _records(self, chunk: int):
+        """A context giving put(position, one record per level) for the chunk's encoded crops."""
+        raise NotImplementedError
+
+
+class _EncodeChunk(_Encode):
+    """The pieces route: the chunk's records appended to one piece file per level, each written atomically."""
+
+    @contextlib.contextmanager
+    def _records(self, chunk: int):
+        with contextlib.ExitStack() as files:
+            pieces = [files.enter_context(bio.atomic_create(_piece(self.staging, chunk, R.log2(h))))
+                      for h, _ in self.sizes]
+
+            def put(position: int, records: list[memoryview]) -> None:
+                for piece, record in zip(pieces, records):
+                    piece.write(record)
+
+            yield put
 
 
 class _Layout:
@@ -161,8 +180,8 @@ def _provisional(staging: str, log2: int, shard: int) -> str:
     return bio.join(staging, f"inplace-r{log2:02d}-{shard}.part")
 
 
-class _EncodeInPlace(beam.DoFn):
-    """(chunk, [(position, crop index, path)]) -> the chunk's summary; each record written once, at its place.
+class _EncodeInPlace(_Encode):
+    """The in-place route: each record written once, at its place.
 
     For an output on a file system every worker shares (a local disk, a mounted share): record k of the
     order goes straight to byte (k mod S) * record size of provisional shard k div S of its level, as it
@@ -171,47 +190,29 @@ class _EncodeInPlace(beam.DoFn):
     """
 
     def __init__(self, sizes: tuple[tuple[int, int], ...], staging: str, per_shard: int):
-        self.sizes, self.staging, self.per_shard = sizes, staging, per_shard
-        self.unit = RecordEncoder(sizes)
+        super().__init__(sizes, staging)
+        self.per_shard = per_shard
 
-    def process(self, item: tuple[int, list[tuple[int, int, str]]]) -> Iterator[dict[str, Any]]:
-        chunk, crops = item
-        done = _summary(self.staging, chunk)
-        if bio.exists(done):
-            with bio.open_read(done) as f:
-                yield json.load(f)
-            return
-        buf = np.empty(slot_bytes(self.sizes), np.uint8)
-        view = memoryview(buf)
+    @contextlib.contextmanager
+    def _records(self, chunk: int):
         fds: dict[tuple[int, int], int] = {}
-        skipped, encoded = [], 0
+
+        def put(position: int, records: list[memoryview]) -> None:
+            shard, slot = divmod(position, self.per_shard)
+            for level, ((h, w), record) in enumerate(zip(self.sizes, records)):
+                fd = fds.get((level, shard))
+                if fd is None:
+                    fd = fds[(level, shard)] = os.open(_provisional(self.staging, R.log2(h), shard),
+                                                       os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                os.pwrite(fd, record, slot * R.record_size(h, w))
+
         try:
-            for position, crop, path in crops:
-                data = bio.read_image(path)
-                if isinstance(data, DecodeFailure):
-                    reason = data.reason
-                    detail = data.detail if data.detail.startswith(path) else f"{path}: {data.detail}" if data.detail else path
-                else:
-                    reason, detail = self.unit.into(data, buf, name=path)
-                if reason is not None:
-                    skipped.append({"position": position, "crop": crop, "reason": reason, "detail": detail})
-                    continue
-                shard, slot = divmod(position, self.per_shard)
-                for level, ((h, w), (a, b)) in enumerate(zip(self.sizes, self.unit.offsets)):
-                    fd = fds.get((level, shard))
-                    if fd is None:
-                        fd = fds[(level, shard)] = os.open(_provisional(self.staging, R.log2(h), shard),
-                                                           os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                    os.pwrite(fd, view[a:b], slot * R.record_size(h, w))
-                encoded += 1
+            yield put
             for fd in fds.values():
                 os.fsync(fd)  # the records are on disk before the summary says the chunk is done
         finally:
             for fd in fds.values():
                 os.close(fd)
-        summary = {"chunk": chunk, "encoded": encoded, "skipped": skipped}
-        bio.write_bytes_atomic(done, json.dumps(summary).encode())
-        yield summary
 
 
 class _HashFile(beam.DoFn):

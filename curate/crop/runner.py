@@ -202,7 +202,7 @@ def stats_path(workdir: Workdir) -> Path:
     return workdir.root / "crops.stats.json"
 
 
-def _chunk_key(config: CropConfig, sources: list[Source]) -> str:
+def chunk_key(config: CropConfig, sources: list[Source]) -> str:
     h = hashlib.sha1(config.fingerprint().encode())
     for s in sources:
         h.update(f"\0{s.source}\0{s.crop_base}\0{s.post_id}".encode())
@@ -211,12 +211,12 @@ def _chunk_key(config: CropConfig, sources: list[Source]) -> str:
     return h.hexdigest()[:16]
 
 
-def _new_counts() -> dict[str, Any]:
+def new_counts() -> dict[str, Any]:
     return {"images": 0, "decoded": 0, "images_with_faces": 0, "images_with_crops": 0, "faces": 0,
             "over_max_faces": 0, "crops": 0, "padded": 0, "reasons": Counter(), "failures": []}
 
 
-def _add(counts: dict[str, Any], r: ImageResult) -> None:
+def add_result(counts: dict[str, Any], r: ImageResult) -> None:
     counts["images"] += 1
     counts["faces"] += r.faces
     counts["images_with_faces"] += r.faces > 0
@@ -233,7 +233,7 @@ def _add(counts: dict[str, Any], r: ImageResult) -> None:
         counts["decoded"] += 1
 
 
-def _rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=CROPS_SCHEMA)
 
 
@@ -272,7 +272,7 @@ def _run_locked(sources: list[Source], wd: Workdir, config: CropConfig, workers:
     parts.mkdir(parents=True, exist_ok=True)
     workers = workers or default_workers()
     chunks = [sources[i:i + chunk] for i in range(0, len(sources), chunk)]
-    keys = [f"{i:06d}-{_chunk_key(config, c)}" for i, c in enumerate(chunks)]
+    keys = [f"{i:06d}-{chunk_key(config, c)}" for i, c in enumerate(chunks)]
     todo = [i for i, key in enumerate(keys) if not (parts / f"{key}.json").exists()]
     redo_images = sum(len(chunks[i]) for i in todo)
 
@@ -290,15 +290,15 @@ def _run_locked(sources: list[Source], wd: Workdir, config: CropConfig, workers:
         results = ordered_map(worker, stream(), workers)
         try:
             for i in todo:
-                counts, rows = _new_counts(), []
+                counts, rows = new_counts(), []
                 for src in chunks[i]:
                     r = next(results) if src.reason is None else ImageResult(src.source, reason=src.reason, detail=src.detail)
-                    _add(counts, r)
+                    add_result(counts, r)
                     rows.extend(r.rows)
                     bar.update(1)
                 # rows first, then the counts file: the counts file is the chunk's "done" mark.
                 with atomic_path(parts / f"{keys[i]}.parquet") as tmp:
-                    pq.write_table(_rows_table(rows), tmp)
+                    pq.write_table(rows_table(rows), tmp)
                 write_json(parts / f"{keys[i]}.json", counts)
         finally:
             results.close()  # shuts the pool down now (a worker's error too) rather than at garbage collection
@@ -316,7 +316,7 @@ def _run_locked(sources: list[Source], wd: Workdir, config: CropConfig, workers:
 
 def _assemble(wd: Workdir, parts: Path, keys: list[str], config: CropConfig, overlays) -> dict[str, Any]:
     """The final table and funnel from the parts, in input order; stale parts and crop files removed."""
-    total = _new_counts()
+    total = new_counts()
     tables = []
     for key in keys:
         add_chunk(total, json.loads((parts / f"{key}.json").read_text()))

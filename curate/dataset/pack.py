@@ -153,14 +153,18 @@ def encode_into(source: str | bytes, sizes: tuple[tuple[int, int], ...], out: np
     img = decode_bgr(source)  # gray/alpha/16-bit -> 8-bit BGR
     name = name or (source if isinstance(source, str) else "crop")
     if isinstance(img, DecodeFailure):
-        detail = img.detail if img.detail.startswith(name) else f"{name}: {img.detail}" if img.detail else name
-        return img.reason, detail
+        return img.reason, named_detail(name, img.detail)
     if img.shape[:2] != sizes[0]:
         return "wrong_size", f"{name}: {img.shape[0]}x{img.shape[1]}, expected {sizes[0][0]}x{sizes[0][1]}"
     chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
     for (a, b), level in zip(_offsets(sizes), R.pyramid(chw, len(sizes))):
         R.write_record(out[a:b], level)
     return None, ""
+
+
+def named_detail(name: str, detail: str) -> str:
+    """A reason's detail headed by the crop's name (once): what a skipped crop says in dataset.json."""
+    return detail if detail.startswith(name) else f"{name}: {detail}" if detail else name
 
 
 @functools.lru_cache(maxsize=8)
