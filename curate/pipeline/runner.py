@@ -340,6 +340,10 @@ def _run_locked(p: Pipeline, start: str | None, stop: str | None,
         echo(f"  {s['action']:4s} {s['stage']:7s} {s['why']:26s} curate {s['stage']} {' '.join(s['argv'])}")
     if not any(s["action"] == "run" for s in steps):
         echo("nothing to do: every stage is up to date")
+        if not is_url(p.workdir) and not (p.workdir / REPORT).exists():
+            write_report(p, echo)
+        elif not is_url(p.workdir):
+            echo(f"report: {p.workdir / REPORT}")
         return steps
     state = read_state(p)
     for s in steps:
@@ -353,4 +357,20 @@ def _run_locked(p: Pipeline, start: str | None, stop: str | None,
         state[s["stage"]] = {"fingerprint": s["fingerprint"], "seconds": round(time.perf_counter() - t0, 2),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json(p.state_file, state)
+    write_report(p, echo)
     return steps
+
+
+REPORT = "report.html"
+
+
+def write_report(p: Pipeline, echo: Callable[[str], None] = print) -> None:
+    """The workdir's report.html (curate report), rewritten after every run that did something."""
+    if is_url(p.workdir):
+        echo(f"report: {p.workdir} is on object storage; copy it down (gsutil -m cp -r, aws s3 sync) "
+             "and run `curate report DIR` there")
+        return
+    from curate.report.build import build
+
+    path = build(p.workdir, p.workdir / REPORT)
+    echo(f"report: {path} (open it in a browser: the funnel, plots and sample grids of this run)")
