@@ -77,6 +77,7 @@ def review_group() -> None:
     \b
     Examples:
       curate review grid work                       # then open the printed URL
+      curate review rank work                       # rank the crops by what you rejected so far
       curate review export work --format csv --out decisions.csv
       curate review sheet work --status rejected --out rejected.png
     """
@@ -144,6 +145,38 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
                    f"{c['pending']:,} pending -> {wd.review_db}")
 
 
+@review_group.command("rank")
+@click.argument("workdir", type=_WORKDIR)
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes for the image features of crops not seen before  [default: one per core]")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def rank_command(workdir: Path, workers: int | None, progress: bool) -> None:
+    """Train the reject model on WORKDIR's review decisions and rank every crop by p_reject.
+
+    Every latest decision in review.sqlite counts (grid, batch or import): rejected crops are the
+    positives, accepted ones the negatives. With at least 10 of each, a calibrated logistic
+    regression on each crop's features (the crop and score tables' numbers, colour histograms and
+    edge directions of the image) predicts for every crop the probability that you would reject it.
+    Writes WORKDIR/review.rank.parquet (crop_id, p_reject) and review.rank.json (held-out AUC, the
+    estimate of bad crops left among the unreviewed, with a 90% interval); the grid then shows the
+    likely-bad crops first. Image features are kept in review.features.parquet: a rerun computes
+    only new crops. The grid retrains by itself as you decide; this command is for scripts.
+
+    \b
+    Examples:
+      curate review rank work
+      curate review rank work && curate review export work --all --status pending --out todo.csv
+    """
+    from curate.review.rank import summary_line, train_and_rank, write_ranking
+
+    wd = Workdir(workdir)
+    if not wd.crops_table.exists():
+        raise click.UsageError(f"{wd.crops_table} does not exist; give the workdir `curate crop` wrote")
+    ranking = train_and_rank(wd, workers=workers, progress=progress)
+    write_ranking(wd, ranking)
+    click.echo(summary_line(ranking, wd))
+
+
 @review_group.command("export")
 @click.argument("workdir", type=_WORKDIR)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
@@ -152,19 +185,27 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
               help="Write here (atomically)  [default: standard output]")
 @click.option("--history", is_flag=True, help="Every decision row (undos included), not only each crop's latest.")
 @click.option("--status", type=click.Choice(REVIEW_STATUSES), default=None, help="Only rows with this status.")
-def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, status: str | None) -> None:
+@click.option("--all", "every_crop", is_flag=True,
+              help="Every crop of the crops table: never-decided crops too, as pending (not with --history).")
+def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, status: str | None,
+                   every_crop: bool) -> None:
     """Write the review decisions of WORKDIR as CSV or JSON.
 
     One row per decided crop (its latest decision: crop_id, status, decided_at, origin, number of
-    decisions, post_id, file), or with --history every row of the log (seq, crop_id, status,
-    decided_at, origin, post_id, file). Crops never decided are pending and not listed.
+    decisions, post_id, file, p_reject), or with --history every row of the log (seq, crop_id,
+    status, decided_at, origin, post_id, file, p_reject). Crops never decided are pending and
+    listed only with --all. p_reject is the reject model's probability that the reviewer would
+    reject the crop (`curate review rank`), empty before the first ranking.
 
     \b
     Examples:
       curate review export work --format csv --out decisions.csv
       curate review export work --format json --status rejected
+      curate review export work --all --status pending --out unreviewed.csv
       curate review export work --history --format json --out history.json
     """
+    if every_crop and history:
+        raise click.UsageError("--all lists each crop once; --history lists every decision row: choose one")
     from curate.core.atomic import write_bytes
     from curate.core.errors import environment_failure
     from curate.review.session import export_rows
@@ -172,12 +213,12 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
     wd = Workdir(workdir)
     if out is not None:
         _refuse_clobbering(out, wd, [wd.crops_table])
-    rows = export_rows(wd, history=history, status=status)
+    rows = export_rows(wd, history=history, status=status, every_crop=every_crop)
     if fmt == "json":
         text = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
     else:
         fields = (["seq"] if history else []) + ["crop_id", "status", "decided_at", "origin"] + \
-                 ([] if history else ["decisions"]) + ["post_id", "file"]
+                 ([] if history else ["decisions"]) + ["post_id", "file", "p_reject"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
@@ -190,7 +231,7 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
             raise environment_failure(e, "standard output") from None
     else:
         write_bytes(out, text.encode())
-    what = "decision rows" if history else "decided crops"
+    what = "decision rows" if history else "crops" if every_crop else "decided crops"
     click.echo(f"review export: {len(rows):,} {what} -> {out or 'stdout'}", err=out is None)
 
 

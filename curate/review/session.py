@@ -446,14 +446,25 @@ def current_decisions(workdir: Workdir) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def export_rows(workdir: Workdir, history: bool = False, status: str | None = None) -> list[dict[str, Any]]:
-    """Decisions as flat rows: each crop's latest (or, with history, every row), with post id and file."""
+def export_rows(workdir: Workdir, history: bool = False, status: str | None = None,
+                every_crop: bool = False) -> list[dict[str, Any]]:
+    """Decisions as flat rows: each crop's latest (or, with history, every row), with post id, file and
+    the reject model's p_reject (None before a ranking). `every_crop` adds each never-decided crop of
+    the crops table as `pending` (origin and decided_at empty, 0 decisions), in table order."""
+    from curate.review.rank import read_ranking
+
     if history:
         columns = ("seq", "crop_id", "status", "decided_at", "origin")
         rows = [dict(zip(columns, r)) for r in
                 read_log(workdir.review_db, f"SELECT {', '.join(columns)} FROM decisions ORDER BY seq")]
     else:
         rows = current_decisions(workdir)
+    if every_crop and not history and workdir.crops_table.exists():
+        seen = {r["crop_id"] for r in rows}
+        for cid in pq.read_table(workdir.crops_table, columns=["crop_id"]).column("crop_id").to_pylist():
+            if cid not in seen:
+                seen.add(cid)
+                rows.append({"crop_id": cid, "status": "pending", "decided_at": None, "origin": None, "decisions": 0})
     if status:
         rows = [r for r in rows if r["status"] == status]
     info: dict[str, tuple] = {}
@@ -463,8 +474,11 @@ def export_rows(workdir: Workdir, history: bool = False, status: str | None = No
         except (pa.ArrowInvalid, KeyError) as e:
             raise ReviewInputError(f"{workdir.crops_table} is not a crops table ({e})") from None
         info = {c: (p, f) for c, p, f in zip(t["crop_id"], t["post_id"], t["file"])}
+    p_reject, _ = read_ranking(workdir)
     for r in rows:
         r["post_id"], r["file"] = info.get(r["crop_id"], (None, None))
+        p = p_reject.get(r["crop_id"])
+        r["p_reject"] = None if p is None else round(float(p), 4)
     return rows
 
 
