@@ -10,13 +10,11 @@ import pytest
 
 pytest.importorskip("sklearn", reason="scikit-learn is not installed (make dev installs it)")
 
-from curate.core.image import decode_bgr  # noqa: E402
 from curate.core.workdir import Workdir  # noqa: E402
 from curate.review.features import CropFeaturizer, image_feature_names, image_features  # noqa: E402
 from curate.review.rank import RANK_FILE, read_ranking, train_and_rank, write_ranking  # noqa: E402
 from curate.review.session import DecisionStore  # noqa: E402
-from curate.testing.defects import DEFECTS, defective, png  # noqa: E402
-from curate.testing.review import make_review_workdir  # noqa: E402
+from curate.testing.defects import make_defect_workdir  # noqa: E402
 
 N = 120
 
@@ -24,18 +22,7 @@ N = 120
 @pytest.fixture
 def workdir(tmp_path) -> tuple[Workdir, set[str]]:
     """N generated crops, every third one given a defect; returns the workdir and the bad crops' ids."""
-    import pyarrow.parquet as pq
-
-    wd = make_review_workdir(tmp_path / "w", n=N, seed=3)
-    crops = pq.read_table(wd.crops_table).to_pylist()
-    bad = set()
-    for k, row in enumerate(crops):
-        if k % 3 == 0:
-            path = wd.root / row["file"]
-            rgb = decode_bgr(path.read_bytes())[:, :, ::-1]
-            path.write_bytes(png(defective(np.ascontiguousarray(rgb), DEFECTS[(k // 3) % len(DEFECTS)], seed=k)))
-            bad.add(row["crop_id"])
-    return wd, bad
+    return make_defect_workdir(tmp_path / "w", n=N)
 
 
 def decide(wd: Workdir, bad: set[str], rejected: int, accepted: int) -> list[str]:
@@ -135,3 +122,65 @@ def test_rank_and_export_from_the_command_line(workdir):
     base = sum(row["crop_id"] in bad for row in pending) / len(pending)
     assert sum(row["crop_id"] in bad for row in top) / len(top) >= 2 * base  # bad crops crowd the top quarter
     assert run_curate("review", "export", wd.root, "--all", "--history").returncode == 2
+
+
+def test_the_grid_session_ranks_by_the_model_and_accepts_below_p_as_one_undo(workdir):
+    from curate.review.session import ReviewSession
+
+    wd, bad = workdir
+    decide(wd, bad, rejected=12, accepted=12)
+    write_ranking(wd, train_and_rank(wd, workers=1))
+    s = ReviewSession(wd)
+    assert s.default_sort() == "reject"
+    page = s.page(sort="reject", size=N)
+    ps = [it["p_reject"] for it in page["items"]]
+    assert ps == sorted(ps, reverse=True) and None not in ps
+    below = int(len(s.below(0.5)))
+    assert 0 < below < s.counts()["pending"]
+    changed = s.accept_below(0.5)
+    assert len(changed) == below and s.counts()["accepted"] == 12 + below
+    s.close()
+    s = ReviewSession(wd)  # after a restart the batch is still one action
+    assert len(s.undo()) == below and s.counts()["accepted"] == 12
+    origins = [r[4] for r in s.store.history()]
+    assert origins.count("accept-below") == below  # one logged decision per crop
+    s.close()
+
+
+def test_the_background_ranker_trains_once_there_are_enough_decisions(workdir):
+    import time
+
+    from curate.review.rank import BackgroundRanker
+    from curate.review.session import ReviewSession
+
+    wd, bad = workdir
+    decide(wd, bad, rejected=9, accepted=10)
+    s = ReviewSession(wd)
+    ranker = BackgroundRanker(s, settle=0.1).start(now=True)
+    try:
+        deadline = time.monotonic() + 60
+        while ranker.trained < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        summary = s.model_summary()
+        assert not summary["ready"] and "1 more rejected" in summary["why"]  # the page says what is missing
+        more = next(c for c in s.index.crop_ids if c in bad and s.status[s.index.position[c]] == 0)
+        s.decide([more], "rejected")
+        while ranker.trained < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert s.model_summary()["ready"] and s.default_sort() == "reject" and s.model_problem is None
+    finally:
+        ranker.stop()
+        s.close()
+
+
+def test_one_class_only_keeps_the_score_order(workdir):
+    from curate.review.session import ReviewSession
+
+    wd, bad = workdir
+    decide(wd, bad, rejected=30, accepted=0)
+    r = train_and_rank(wd, workers=1)
+    assert r.p_reject is None and "10 more accepted" in r.info["why"]
+    write_ranking(wd, r)
+    s = ReviewSession(wd)
+    assert s.default_sort() == "score" and not s.model_summary()["ready"] and s.page()["items"]
+    s.close()

@@ -94,7 +94,9 @@ def review_group() -> None:
 def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
     """Serve the review grid for WORKDIR on a local web page and print its URL.
 
-    Crops are shown most doubtful first (lowest person score). Keys: arrows move, x rejects
+    Crops are shown most doubtful first: by the reject model once it exists (it learns from your
+    decisions in the background, after 10 rejected and 10 accepted, and the header estimates how
+    many bad crops are left), else by lowest person score. Keys: arrows move, x rejects
     (again: back to pending), a accepts every pending crop on the page, u undoes, n/p change
     page, ? lists the keys. Each decision is committed before the page shows it; one the log
     cannot take (disk full) is refused with the reason and can be made again once there is room.
@@ -135,10 +137,14 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
                f"{c['rejected']:,} rejected{dup})")
     click.echo(f"review: open http://{shown}:{bound}/   (Ctrl+C to stop)", nl=True)
     sys.stdout.flush()
+    from curate.review.rank import BackgroundRanker
+
+    ranker = BackgroundRanker(session).start(now=True)  # trains now if the log already supports a model
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     try:
         server.run(sockets=[sock])
     finally:
+        ranker.stop()
         c = session.counts()
         session.close()
         click.echo(f"review: {c['total']:,} crops: {c['accepted']:,} accepted, {c['rejected']:,} rejected, "
@@ -243,7 +249,7 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
               help="Show crops whose current status is this.")
 @click.option("--reason", default=None, metavar="LABEL",
               help="Only crops with this score label (a score reject reason, 'kept' or 'unscored').")
-@click.option("--sort", type=click.Choice(list(SORTS)), default="score", show_default=True, help="Order of the tiles.")
+@click.option("--sort", type=click.Choice([k for k in SORTS if k != "reject"]), default="score", show_default=True, help="Order of the tiles.")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
               help="At most this many crops.")
 @click.option("--columns", type=click.IntRange(1, 200), default=20, show_default=True, metavar="N",

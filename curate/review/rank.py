@@ -193,3 +193,54 @@ def summary_line(r: Ranking, wd: Workdir) -> str:
     return (f"rank: model from {h['decisions']} decisions ({d['rejected']} rejected, {d['accepted']} accepted), "
             f"held-out AUC {h['auc']:.2f}; {e['unreviewed']:,} unreviewed crops, about {e['expected_bad']:,.0f} bad "
             f"(90% interval {e['low']:,.0f}-{e['high']:,.0f}) -> {wd.root / RANK_FILE}")
+
+
+class BackgroundRanker:
+    """Retrains the reject model in a daemon thread whenever decisions change; the grid never waits.
+
+    A change wakes it; it waits `settle` seconds for the reviewer's next few decisions, then trains
+    on the log as it is (train_and_rank), writes the ranking, and hands it to the session. A failure
+    is kept on the session (`model_problem`), shown by the page, and the grid goes on as before.
+    """
+
+    def __init__(self, session, settle: float = 2.0, workers: int = 1):
+        import threading
+
+        self.session, self.settle, self.workers = session, settle, workers
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="curate-ranker", daemon=True)
+        self.trained = 0  # rankings written, for tests and the page
+
+    def start(self, now: bool = False) -> "BackgroundRanker":
+        self.session.listeners.append(self.poke)
+        self._thread.start()
+        if now:
+            self._wake.set()
+        return self
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.wait(self.settle):
+                return
+            self._wake.clear()
+            s = self.session
+            s.training = True
+            try:
+                r = train_and_rank(s.workdir, workers=self.workers)
+                write_ranking(s.workdir, r)
+                s.set_ranking(dict(zip(r.crop_ids, r.p_reject.tolist())) if r.p_reject is not None else {}, r.info)
+                s.model_problem = None
+                self.trained += 1
+            except Exception as e:  # noqa: BLE001  the grid must keep working whatever the model does
+                s.model_problem = f"{type(e).__name__}: {e}"
+            finally:
+                s.training = False

@@ -66,3 +66,22 @@ def png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def make_defect_workdir(root, n: int = 120, every: int = 3, seed: int = 3):
+    """A review workdir (curate.testing.review) whose every `every`-th crop has a defect, cycling through
+    DEFECTS; returns (the Workdir, the set of defective crop ids)."""
+    import pyarrow.parquet as pq
+
+    from curate.core.image import decode_bgr
+    from curate.testing.review import make_review_workdir
+
+    wd = make_review_workdir(root, n=n, seed=seed)
+    bad = set()
+    for k, row in enumerate(pq.read_table(wd.crops_table, columns=["crop_id", "file"]).to_pylist()):
+        if k % every == 0:
+            path = wd.root / row["file"]
+            rgb = np.ascontiguousarray(decode_bgr(path.read_bytes())[:, :, ::-1])
+            path.write_bytes(png(defective(rgb, DEFECTS[(k // every) % len(DEFECTS)], seed=k)))
+            bad.add(row["crop_id"])
+    return wd, bad
