@@ -5,13 +5,16 @@ Two kinds, cheapest first:
 - **table features**, free: from crops.parquet (detector confidence, face size and place in the crop,
   upscale factor, source size) and scores.parquet (person and rating probabilities, top tags as a
   probability-weighted bag over the workdir's most common tags);
-- **image features**, one decode of the crop at 64x128 (`CropFeaturizer`, the engine-neutral unit):
-  the score stage's own measurements (contrast, dominant-colour share, colours, sharpness), an HSV
-  colour histogram of the face square and of the figure square, and a coarse HOG (edge directions in
-  16x16 cells). Why these and not a network: the bad crops a reviewer rejects are mostly blur, flat
-  colour, text pages, no face or a face in the wrong place, which are colour and edge statistics; they
-  cost ~2 ms a crop on one core with OpenCV alone, and need no weights. (illustration2vec's tags and
-  probabilities, when installed, already enter through the scores table.)
+- **image features**, one decode of the crop (`CropFeaturizer`, the engine-neutral unit): the face looked
+  for again inside the crop with the LBP anime-face cascade (found or not, its centre and width as
+  crop fractions), the score stage's measurements (contrast, dominant-colour share, colours,
+  sharpness), edge density, saturation, white and black shares, colour histograms of the face square
+  and of the figure square (low-saturation pixels binned by brightness alone: their hue is noise), and
+  a coarse HOG (edge directions in 16x16 cells of a 64x128 copy). Why these and not a network: the
+  crops a reviewer rejects are mostly blur, flat colour, text pages, no face or a face in the wrong
+  place, which are face-position, colour and edge statistics; they cost ~7 ms a crop on one core with
+  OpenCV alone, and need no weights. (illustration2vec's tags and probabilities, when installed,
+  already enter through the scores table.)
 
 `WORKDIR/review.features.parquet` holds the image features of every crop, keyed by crop id and the crop's
 geometry and file, so a rerun computes only crops that are new or changed (`image_features`).
@@ -39,10 +42,16 @@ HUE, SAT, VAL = 8, 3, 3
 HOG_CELL = 16
 TAG_VOCABULARY = 64  # the workdir's most common top tags that become features
 
+GREY_SAT, GREY_BINS = 40, 4  # pixels below this saturation have no meaningful hue: binned by value alone
+FACE_SIZE = (128, 256)  # width x height the cascade looks for the face in, inside the crop
+
+
 def image_feature_names() -> list[str]:
     """Names of `CropFeaturizer`'s outputs, in order."""
-    names = ["contrast", "dominant", "colours", "log_sharpness"]
+    names = ["contrast", "dominant", "colours", "log_sharpness", "edges", "saturation", "white", "black",
+             "faces", "face_x", "face_y", "face_w", "no_face"]
     for half in ("face", "figure"):
+        names += [f"grey_{half}_{i}" for i in range(GREY_BINS)]
         names += [f"hsv_{half}_{i}" for i in range(HUE * SAT * VAL)]
     w, h = SIZE
     blocks = (w // HOG_CELL - 1) * (h // HOG_CELL - 1)
@@ -53,17 +62,41 @@ def image_feature_names() -> list[str]:
 class CropFeaturizer:
     """One crop's bytes -> its image features (float32), or the reader's reason code. Never raises.
 
-    Configured once; OpenCV's HOG descriptor is made on first use in each process (it does not pickle)."""
+    Configured once with the face cascade (curate.crop.cascades; the real LBP anime-face cascade by
+    default): looking for the face again inside the crop says what no colour statistic can, whether
+    there is a face and whether it sits where a portrait puts it. OpenCV's cascade and HOG objects are
+    made on first use in each process (they do not pickle)."""
 
-    def __init__(self, size: tuple[int, int] = SIZE):
+    def __init__(self, size: tuple[int, int] = SIZE, cascade: str | os.PathLike | None = None):
+        from curate.crop.cascades import ANIMEFACE_FILE, CASCADE_DIR
+
         self.size = tuple(size)
-        self._hog = None
+        self.cascade = str(cascade or CASCADE_DIR / ANIMEFACE_FILE)
+        self._hog = self._faces = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"size": self.size}
+        return {"size": self.size, "cascade": self.cascade}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.size, self._hog = tuple(state["size"]), None
+        self.size, self.cascade = tuple(state["size"]), state["cascade"]
+        self._hog = self._faces = None
+
+    def _face(self, bgr: np.ndarray) -> list[float]:
+        """[faces found (0-2), centre x, centre y, width of the largest (crop fractions), no face]."""
+        import cv2
+
+        if self._faces is None:
+            from curate.crop.cascades import load_cascade
+
+            self._faces = load_cascade(self.cascade)
+        grey = cv2.equalizeHist(cv2.cvtColor(cv2.resize(bgr, FACE_SIZE, interpolation=cv2.INTER_AREA),
+                                             cv2.COLOR_BGR2GRAY))
+        found = self._faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4, minSize=(20, 20))
+        if len(found) == 0:
+            return [0.0, 0.0, 0.0, 0.0, 1.0]
+        x, y, w, h = max(found, key=lambda r: r[2] * r[3])
+        fw, fh = FACE_SIZE
+        return [float(min(len(found), 2)), (x + w / 2) / fw, (y + h / 2) / fh, w / fw, 0.0]
 
     def __call__(self, data: bytes | DecodeFailure) -> np.ndarray | str:
         import cv2
@@ -76,18 +109,24 @@ class CropFeaturizer:
         small = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
         stats = image_stats(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
         hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         half = self.size[1] // 2
         hists = []
         for part in (hsv[:half], hsv[half:]):
-            hist = cv2.calcHist([part], [0, 1, 2], None, [HUE, SAT, VAL], [0, 180, 0, 256, 0, 256]).ravel()
-            hists.append(hist / max(1.0, float(hist.sum())))
+            coloured = (part[..., 1] >= GREY_SAT).astype(np.uint8)
+            n = float(part.shape[0] * part.shape[1])
+            greys = cv2.calcHist([part], [2], 1 - coloured, [GREY_BINS], [0, 256]).ravel() / n
+            colours = cv2.calcHist([part], [0, 1, 2], coloured, [HUE, SAT, VAL], [0, 180, GREY_SAT, 256, 0, 256]).ravel() / n
+            hists += [greys, colours]
         if self._hog is None:
             self._hog = cv2.HOGDescriptor(self.size, (2 * HOG_CELL, 2 * HOG_CELL), (HOG_CELL, HOG_CELL),
                                           (HOG_CELL, HOG_CELL), 9)
-        hog = self._hog.compute(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)).ravel()
-        head = np.array([stats["contrast"] / 64.0, stats["dominant"], np.log1p(stats["colours"]),
-                         np.log1p(stats["sharpness"])], np.float32)
-        return np.concatenate([head, *hists, hog]).astype(np.float32)
+        hog = self._hog.compute(grey).ravel()
+        v = hsv[..., 2]
+        head = [stats["contrast"] / 64.0, stats["dominant"], np.log1p(stats["colours"]), np.log1p(stats["sharpness"]),
+                float((cv2.Canny(grey, 80, 160) > 0).mean()), float(hsv[..., 1].mean()) / 255.0,
+                float(((v > 225) & (hsv[..., 1] < GREY_SAT)).mean()), float((v < 30).mean()), *self._face(bgr)]
+        return np.concatenate([np.array(head, np.float32), *hists, hog]).astype(np.float32)
 
 
 def _crop_key(row: dict[str, Any]) -> str:
@@ -100,7 +139,7 @@ class _Featurize:
     """(workdir root, [(crop_id, file)]) -> [(crop_id, features or reason)], for the process pool."""
 
     def __init__(self, root: str):
-        self.root, self.unit = root, CropFeaturizer()
+        self.root, self.unit = root, CropFeaturizer()  # its cascade and HOG are made in the worker
 
     def __call__(self, chunk: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | str]]:
         return [(cid, self.unit(read_bytes(os.path.join(self.root, f)))) for cid, f in chunk]
