@@ -65,6 +65,7 @@ bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothi
 	$(PY) bench/crop.py
 	$(PY) bench/score.py
 	$(PY) bench/review.py
+	$(PY) bench/review_rank.py
 	$(PY) bench/pack.py
 	$(PY) bench/beam.py
 	$(PY) bench/train.py
