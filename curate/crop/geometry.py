@@ -82,3 +82,28 @@ def scale_box(box: Box, sx: float, sy: float, image_size: tuple[int, int]) -> Bo
     x1 = min(width, math.floor((box.x + box.w) * sx + 0.5))
     y1 = min(height, math.floor((box.y + box.h) * sy + 0.5))
     return Box(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes: 0 apart, 1 the same."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_boxes(first, second, threshold: float) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching of two box lists, best overlap first: (index in first, index in second, IoU >= threshold)."""
+    pairs = sorted(((iou(a, b), i, j) for i, a in enumerate(first) for j, b in enumerate(second)),
+                   key=lambda p: (-p[0], p[1], p[2]))
+    used_a, used_b, out = set(), set(), []
+    for v, i, j in pairs:
+        if v < threshold:
+            break
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        out.append((i, j, v))
+    return out
