@@ -280,24 +280,33 @@ class Cropper:
                 raise
             return ImageResult(src.source, reason="crop_error", detail=f"{type(e).__name__}: {e}")
 
-    def _crop(self, src: Source, data: bytes) -> ImageResult:
+    def find_faces(self, data: bytes, res: ImageResult) -> tuple[Decoded, list[Face]] | DecodeFailure:
+        """One image's faces in source pixels, in crop order, and the reduced decode they were found on;
+        faces rejected while finding them (unconfirmed) are counted in `res`. What bench/detectors.py scores."""
         cfg = self.config
-        res = ImageResult(src.source)
         small = decode_image(data, cfg.max_pixels, cfg.detect_reduction if cfg.detector != "animeface"
                              else cfg.animeface_reduction)
         if isinstance(small, DecodeFailure):
-            res.reason, res.detail = small.reason, small.detail
-            return res
-        width, height = small.source_size
+            return small
         faces = self._cascade_faces(small) if cfg.detector != "animeface" else []
         if cfg.landmarks:
             seen = small
             if cfg.detector == "both" and cfg.animeface_reduction != cfg.detect_reduction:
                 seen = decode_image(data, cfg.max_pixels, cfg.animeface_reduction)
                 if isinstance(seen, DecodeFailure):  # the first decode worked, so this is rare: a lying file
-                    res.reason, res.detail = seen.reason, seen.detail
-                    return res
+                    return seen
             faces = self._with_animeface(faces, seen, res)
+        return small, faces
+
+    def _crop(self, src: Source, data: bytes) -> ImageResult:
+        cfg = self.config
+        res = ImageResult(src.source)
+        found = self.find_faces(data, res)
+        if isinstance(found, DecodeFailure):
+            res.reason, res.detail = found.reason, found.detail
+            return res
+        small, faces = found
+        width, height = small.source_size
         res.found_by.update(f.found_by for f in faces)
         res.faces = len(faces) + res.face_reasons["unconfirmed"]  # rejected ones were found all the same
         if not faces:
