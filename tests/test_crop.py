@@ -401,3 +401,36 @@ def test_unconfirmed_needs_both_detectors(tmp_path, capsys, cascade):
         cli.main(["crop", str(tmp_path / "in"), "--out", str(tmp_path / "w"), "--unconfirmed", "reject"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--detector both" in err and err.count("\n") == 1
+
+
+def test_landmarks_found_on_a_reduced_decode_are_in_source_pixels(tmp_path, cascade, sample_root):
+    small_path = sample_root / "original" / "0249" / "2142249.jpg"
+    with Image.open(small_path) as im:
+        im.convert("RGB").resize((1536, 1536), Image.Resampling.LANCZOS).save(tmp_path / "big.jpg", quality=95)
+    cfg = config(cascade, detector="animeface", min_face=150, max_upscale=1.0, pad=True)
+    assert cfg.animeface_reduction < 0.5  # AnimeFace sees a JPEG decoded at 1/2 or less
+    src = Source(str(tmp_path / "big.jpg"), "big.jpg", "big")
+    big = Cropper(cfg)(src, (tmp_path / "big.jpg").read_bytes())
+    ref = Cropper(config(cascade, detector="animeface", pad=True))(Source(str(small_path), "s.jpg", "s"),
+                                                                   small_path.read_bytes())
+    assert big.found_by == ref.found_by == {"animeface": 1}
+    b, r = big.rows[0], ref.rows[0]
+    assert (b["source_width"], b["source_height"]) == (1536, 1536)
+    for part in ("left_eye", "right_eye", "mouth", "chin"):
+        for axis in "xy":  # the same face, 3x as large: every point 3x as far from the origin (within 3%)
+            assert abs(b[f"{part}_{axis}"] - 3 * r[f"{part}_{axis}"]) <= 0.03 * 3 * r[f"{part}_{axis}"] + 6, part
+    assert abs(b["face_w"] - 3 * r["face_w"]) <= 0.08 * 3 * r["face_w"]
+
+
+def test_a_missing_animeface_package_is_one_line(tmp_path, capsys, cascade, monkeypatch):
+    from importlib import metadata
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["crop", str(tmp_path / "in"), "--out", str(tmp_path / "w"), "--detector", "both"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "pip install animeface==2.0.3" in err and err.count("\n") == 1
