@@ -414,9 +414,8 @@ class Cropper:
                               fillcolor=(255, 255, 255))
         scale = side / out
         found = self._animeface_faces(np.asarray(cut), scale, scale, x0, y0)
-        best = [(v, f) for _, j, v in match_boxes([box], [cascade_sized(f.face, (width, height)) for f in found],
-                                                   MATCH_IOU) for f in [found[j]]]
-        return best[0][1] if best else None
+        pairs = match_boxes([box], [cascade_sized(f.face, (width, height)) for f in found], MATCH_IOU)
+        return found[pairs[0][1]] if pairs else None
 
     def _cut(self, decoded: Decoded, box: Box) -> Image.Image:
         """The box (source pixels) from a maybe-reduced image, white beyond its edges, resized to the output size."""
