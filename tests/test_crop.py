@@ -434,3 +434,45 @@ def test_a_missing_animeface_package_is_one_line(tmp_path, capsys, cascade, monk
         cli.main(["crop", str(tmp_path / "in"), "--out", str(tmp_path / "w"), "--detector", "both"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "pip install animeface==2.0.3" in err and err.count("\n") == 1
+
+
+def test_align_levels_the_eyes_of_a_turned_face(tmp_path, cascade, sample_root):
+    from curate.crop.animeface import AnimeFaceDetector
+
+    with Image.open(sample_root / "original" / "0249" / "2142249.jpg") as im:
+        upright = im.convert("RGB")
+    # the picture turned 15 degrees counter-clockwise (eye line rising to the right), white around it
+    upright.rotate(15, Image.Resampling.BICUBIC, expand=True, fillcolor="white").save(tmp_path / "turned.png")
+    upright.save(tmp_path / "upright.png")
+    detect = AnimeFaceDetector()
+    angles = {}
+    for name in ("upright", "turned"):
+        src = Source(str(tmp_path / f"{name}.png"), f"{name}.png", name)
+        res = Cropper(config(cascade, detector="both", align=True, pad=True))(src, (tmp_path / f"{name}.png").read_bytes())
+        assert res.aligned == 1 and len(res.rows) == 1
+        angles[name] = res.rows[0]["crop_angle"]
+        with Image.open(io.BytesIO(res.crops[0])) as crop:
+            found = detect(np.asarray(crop.convert("RGB")))
+        assert len(found) == 1  # the face is still a face in the crop, and level there
+        (lx, ly), (rx, ry) = found[0].centre(found[0].left_eye), found[0].centre(found[0].right_eye)
+        assert abs(np.degrees(np.arctan2(ly - ry, lx - rx))) < 6, name
+    assert abs(angles["turned"] - angles["upright"] + 15) < 4
+    # past --max-tilt: upright (unrotated), or rejected
+    src = Source(str(tmp_path / "turned.png"), "turned.png", "turned")
+    data = (tmp_path / "turned.png").read_bytes()
+    upright_crop = Cropper(config(cascade, detector="both", align=True, pad=True, max_tilt=5))(src, data)
+    assert upright_crop.aligned == 0 and upright_crop.rows[0]["crop_angle"] == 0
+    with Image.open(io.BytesIO(upright_crop.crops[0])) as crop:
+        f = detect(np.asarray(crop.convert("RGB")))[0]
+    (lx, ly), (rx, ry) = f.centre(f.left_eye), f.centre(f.right_eye)
+    assert np.degrees(np.arctan2(ly - ry, lx - rx)) < -8  # unrotated, the eyes still slope (the check can fail)
+    rejected = Cropper(config(cascade, detector="both", align=True, pad=True, max_tilt=5, too_tilted="reject"))(src, data)
+    assert rejected.rows == [] and rejected.face_reasons == {"too_tilted": 1}
+
+
+def test_align_needs_landmarks(tmp_path, capsys, cascade):
+    (tmp_path / "in").mkdir()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["crop", str(tmp_path / "in"), "--out", str(tmp_path / "w"), "--align"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--detector both" in err and err.count("\n") == 1

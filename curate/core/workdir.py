@@ -51,6 +51,9 @@ LANDMARK_FIELDS = [
     ("chin_x", pa.float32()), ("chin_y", pa.float32()),
     ("hair_color", pa.string()), ("skin_color", pa.string()), ("eye_color", pa.string()),  # "#rrggbb"
     ("landmark_issue", pa.string()),  # null, or curate.crop.cropper.LANDMARK_ISSUES
+    # --align: the crop's rotation in degrees (the eye line's slope, positive = down to the right; 0 =
+    # not rotated); crop_x/_y/_w/_h are then the box before rotation, turned about its centre by this angle
+    ("crop_angle", pa.float32()),
 ]
 CROPS_LANDMARKS_SCHEMA = pa.schema(list(CROPS_SCHEMA) + [pa.field(n, t) for n, t in LANDMARK_FIELDS])
 

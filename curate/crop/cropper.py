@@ -34,8 +34,8 @@ from PIL import Image
 from curate.core.errors import is_environment_error
 from curate.core.image import Decoded, DecodeFailure, decode_image
 from curate.crop.animeface import MIN_WINDOW, AnimeFaceDetector, Landmarks
-from curate.crop.geometry import (Box, Portrait, match_boxes, min_source_height, portrait_box, scale_box,
-                                  smallest_useful_face)
+from curate.crop.geometry import (Aligned, Box, Portrait, aligned_box, match_boxes, min_source_height, portrait_box,
+                                  scale_box, smallest_useful_face)
 from curate.core.workdir import LANDMARK_FIELDS, Workdir, crops_schema
 
 # Why a face found gives no crop (counted in the stats' rejected_faces).
@@ -43,6 +43,7 @@ FACE_REASONS: dict[str, str] = {
     "too_small": "the crop would be enlarged more than --max-upscale",
     "does_not_fit": "the 2:1 box does not fit the image even at --min-k (and --pad is off)",
     "unconfirmed": "--detector both --unconfirmed reject: the cascade found it, AnimeFace did not, not even around it",
+    "too_tilted": "--align --too-tilted reject: the eye line is tilted more than --max-tilt",
 }
 # A face whose landmarks are odd keeps its crop; the crops table says what was odd (landmark_issue).
 LANDMARK_ISSUES: dict[str, str] = {
@@ -58,7 +59,7 @@ ANIMEFACE_TO_CASCADE = 1 / 0.74
 NEIGHBOURHOOD = 3.0  # the cut-out around an unmatched cascade face, in face widths
 NEIGHBOURHOOD_SIDE = 320  # ... at most this many pixels on a side (AnimeFace's cost grows with the pixels)
 MIN_EYE_DISTANCE = 0.1  # eye centres closer than this x the face width are degenerate
-LANDMARK_COLUMNS = [(n, t) for n, t in LANDMARK_FIELDS if n != "found_by"]
+LANDMARK_COLUMNS = [(n, t) for n, t in LANDMARK_FIELDS if n not in ("found_by", "crop_angle")]
 
 
 CROP_OVERSAMPLE = 2.0  # a reduced decode for cutting crops keeps at least this x the output's height
@@ -86,6 +87,9 @@ class CropConfig:
     png_compression: int = 3
     detector: str = "lbp"  # lbp | animeface | both (DETECTORS)
     unconfirmed: str = "keep"  # both: a cascade face AnimeFace cannot confirm is kept (no landmarks) or rejected
+    align: bool = False  # rotate each crop with landmarks so that the eye line is level (FFHQ-style)
+    max_tilt: float = 20.0  # degrees: a face tilted more is not rotated (too_tilted: unrotated or reject)
+    too_tilted: str = "unrotated"
 
     @property
     def face_floor(self) -> int:
@@ -119,6 +123,9 @@ class CropConfig:
         if d["detector"] == "lbp":  # as before the detector choice existed: LBP runs resume across it
             d.pop("detector")
             d.pop("unconfirmed")
+        if not d["align"]:  # as before --align existed
+            for name in ("align", "max_tilt", "too_tilted"):
+                d.pop(name)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -161,6 +168,7 @@ class ImageResult:
     face_reasons: Counter = field(default_factory=Counter)
     over_max_faces: int = 0
     padded: int = 0
+    aligned: int = 0  # crops rotated by --align
     crops: list[bytes] = field(default_factory=list)  # the encoded crop of each row, in order
     overlay: bytes | None = None  # the JPEG overlay sheet of this image, when asked for
     found_by: Counter = field(default_factory=Counter)  # faces by which detectors saw them (with landmarks)
@@ -321,8 +329,8 @@ class Cropper:
             if accepted >= cfg.max_faces:
                 res.over_max_faces += 1
                 continue
-            p = portrait_box(face.box, (width, height), cfg.k, cfg.min_k, cfg.pad)
-            if isinstance(p, Portrait) and p.box.h < min_h:
+            p = self._place(face, (width, height))
+            if isinstance(p, (Portrait, Aligned)) and p.box.h < min_h:
                 p = "too_small"
             if isinstance(p, str):
                 res.face_reasons[p] += 1
@@ -331,7 +339,7 @@ class Cropper:
             placed.append((index, face, p))
         res.overlay = self._overlay(small, faces, placed)
 
-        keep = [(i, f, p) for i, f, p in placed if isinstance(p, Portrait)]
+        keep = [(i, f, p) for i, f, p in placed if not isinstance(p, str)]
         if not keep:
             return res
         # Big crops need not the full resolution: the JPEG decoder may scale down (DCT scaling) as
@@ -344,8 +352,9 @@ class Cropper:
         for index, face, p in keep:
             crop_id = f"{src.crop_base}_{index}"
             rel = Workdir.crop_file(crop_id, "jpg" if cfg.fmt == "jpg" else "png")
-            res.crops.append(self._encode(self._cut(full, p.box)))
+            res.crops.append(self._encode(self._cut_quad(full, p) if isinstance(p, Aligned) else self._cut(full, p.box)))
             res.padded += p.padded
+            res.aligned += isinstance(p, Aligned)
             row = {
                 "crop_id": crop_id, "post_id": src.post_id, "source": src.source, "face_index": index,
                 "face_x": face.box.x, "face_y": face.box.y, "face_w": face.box.w, "face_h": face.box.h,
@@ -354,9 +363,38 @@ class Cropper:
                 "source_width": width, "source_height": height, "file": rel,
             }
             if cfg.landmarks:
-                row.update(landmark_columns(face, (width, height)))
+                row.update(landmark_columns(face, (width, height)), crop_angle=p.angle if isinstance(p, Aligned) else 0.0)
             res.rows.append(row)
         return res
+
+    def _place(self, face: Face, size: tuple[int, int]) -> Portrait | Aligned | str:
+        """The face's crop box: rotated with --align when its landmarks allow, else upright; or a reason."""
+        cfg = self.config
+        if cfg.align and face.landmarks is not None:
+            cols = landmark_columns(face, size)
+            try:  # odd landmarks give an upright crop, never a wild rotation
+                a = aligned_box((cols["left_eye_x"], cols["left_eye_y"]), (cols["right_eye_x"], cols["right_eye_y"]),
+                                (cols["mouth_x"], cols["mouth_y"]), size, cfg.k, cfg.min_k, cfg.pad) \
+                    if cols["landmark_issue"] is None else None
+            except ValueError:  # a mouth placed so that the face has no axis
+                a = None
+            if isinstance(a, str) or (a is not None and abs(a.angle) <= cfg.max_tilt):
+                return a
+            if a is not None and cfg.too_tilted == "reject":
+                return "too_tilted"
+        return portrait_box(face.box, size, cfg.k, cfg.min_k, cfg.pad)
+
+    def _cut_quad(self, decoded: Decoded, a: Aligned) -> Image.Image:
+        """A rotated box (source pixels) from a maybe-reduced image, white beyond its edges, level and resized to the output size."""
+        cfg = self.config
+        image = decoded.image
+        width, height = decoded.source_size
+        fx, fy = image.width / width, image.height / height
+        quad = [v for x, y in a.quad for v in (x * fx, y * fy)]
+        # at the (reduced) image's own scale first, then Lanczos to the output: antialiased like _cut
+        level = image.transform((max(1, round(a.box.w * fx)), max(2, round(a.box.h * fy))), Image.Transform.QUAD,
+                                quad, Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
+        return level.resize((cfg.out_width, cfg.out_height), Image.Resampling.LANCZOS)
 
     def _cascade_faces(self, small: Decoded) -> list[Face]:
         """The cascade's faces in source pixels, most confident first."""

@@ -1,7 +1,7 @@
 """Pictures for judging crop geometry at a glance: boxes drawn on sources, and contact sheets.
 
 `curate crop --overlays DIR` writes DIR/images/<id>.jpg per source (face boxes in green, accepted
-crop boxes in blue, rejected faces in red with their reason; AnimeFace's eyes, nose, mouth and chin as
+crop boxes in blue (rotated with --align), rejected faces in red with their reason; AnimeFace's eyes, nose, mouth and chin as
 yellow dots, each face labelled with the cascade's confidence c and AnimeFace's likelihood l) and, at the end, DIR/crops-sheet.png
 (the crops side by side, labelled) and DIR/overlays-sheet.png (the annotated sources).
 """
@@ -41,9 +41,13 @@ def draw_overlay(decoded, faces, placed) -> bytes:
             rect(face.box, _RED, 2)
             label = f"{i} {p or 'over max'}"
         else:
-            rect(p.box, _BLUE, 3)
+            quad = getattr(p, "quad", None)  # --align: the rotated box
+            if quad is not None:
+                draw.polygon([(x * f, y * f) for x, y in quad], outline=_BLUE, width=3)
+            else:
+                rect(p.box, _BLUE, 3)
             rect(face.box, _GREEN, 2)
-            label = f"{i} k={p.k:.2f}" + (" pad" if p.padded else "")
+            label = f"{i} k={p.k:.2f}" + (" pad" if p.padded else "") + (f" {p.angle:+.0f}deg" if quad else "")
         lm = getattr(face, "landmarks", None)
         if face.confidence is not None:
             label += f" c={face.confidence:.1f}"

@@ -214,7 +214,7 @@ def chunk_key(config: CropConfig, sources: list[Source]) -> str:
 
 def new_counts() -> dict[str, Any]:
     return {"images": 0, "decoded": 0, "images_with_faces": 0, "images_with_crops": 0, "faces": 0,
-            "over_max_faces": 0, "crops": 0, "padded": 0, "reasons": Counter(), "found_by": Counter(), "failures": []}
+            "over_max_faces": 0, "crops": 0, "padded": 0, "aligned": 0, "reasons": Counter(), "found_by": Counter(), "failures": []}
 
 
 def add_result(counts: dict[str, Any], r: ImageResult) -> None:
@@ -225,6 +225,7 @@ def add_result(counts: dict[str, Any], r: ImageResult) -> None:
     counts["over_max_faces"] += r.over_max_faces
     counts["crops"] += len(r.rows)
     counts["padded"] += r.padded
+    counts["aligned"] += r.aligned
     counts["reasons"].update(r.face_reasons)
     counts["found_by"].update(r.found_by)
     if r.reason is not None:
@@ -337,6 +338,7 @@ def add_chunk(total: dict[str, Any], c: dict[str, Any]) -> None:
         total[k] += c[k]
     total["reasons"].update(c["reasons"])
     total["found_by"].update(c.get("found_by", {}))
+    total["aligned"] += c.get("aligned", 0)
     total["failures"].extend(c["failures"][: FAILURE_SAMPLES - len(total["failures"])])
 
 
@@ -364,6 +366,7 @@ def funnel(output: str | os.PathLike, total: dict[str, Any], config: CropConfig)
         # with --detector animeface|both: faces by which detectors saw them (both, animeface, lbp)
         "found_by": {k: total["found_by"][k] for k in ("both", "animeface", "lbp") if total["found_by"][k]}
         if config.landmarks else {},
+        "aligned_crops": total["aligned"],  # rotated by --align
         "reasons": {r: reasons[r] for r in IMAGE_REASONS + FACE_REASON_CODES},
         "failures": total["failures"],
     }
