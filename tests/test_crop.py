@@ -246,6 +246,8 @@ def _same_device(a: Path, b: Path) -> bool:
         (["--cascade", "/nonexistent/cascade.xml"], "neither"),
         (["--size", "512x512"], "2:1"),
         (["--k", "2", "--min-k", "3"], "larger than"),
+        (["--unconfirmed", "reject"], "only --detector both"),
+        (["--align"], "add --detector both"),
     ],
 )
 def test_misuse_is_one_line_and_exit_2(tmp_path, capsys, args, message, cascade):
@@ -395,14 +397,6 @@ def test_odd_landmarks_are_clamped_or_flagged_never_raised(change, issue):
     assert landmark_columns(Face(Box(0, 0, 9, 9), 1.0), (200, 200))["likelihood"] is None
 
 
-def test_unconfirmed_needs_both_detectors(tmp_path, capsys, cascade):
-    (tmp_path / "in").mkdir()
-    with pytest.raises(SystemExit) as e:
-        cli.main(["crop", str(tmp_path / "in"), "--out", str(tmp_path / "w"), "--unconfirmed", "reject"])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "--detector both" in err and err.count("\n") == 1
-
-
 def test_landmarks_found_on_a_reduced_decode_are_in_source_pixels(tmp_path, cascade, sample_root):
     small_path = sample_root / "original" / "0249" / "2142249.jpg"
     with Image.open(small_path) as im:
@@ -468,11 +462,3 @@ def test_align_levels_the_eyes_of_a_turned_face(tmp_path, cascade, sample_root):
     assert np.degrees(np.arctan2(ly - ry, lx - rx)) < -8  # unrotated, the eyes still slope (the check can fail)
     rejected = Cropper(config(cascade, detector="both", align=True, pad=True, max_tilt=5, too_tilted="reject"))(src, data)
     assert rejected.rows == [] and rejected.face_reasons == {"too_tilted": 1}
-
-
-def test_align_needs_landmarks(tmp_path, capsys, cascade):
-    (tmp_path / "in").mkdir()
-    with pytest.raises(SystemExit) as e:
-        cli.main(["crop", str(tmp_path / "in"), "--out", str(tmp_path / "w"), "--align"])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "--detector both" in err and err.count("\n") == 1
