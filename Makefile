@@ -63,6 +63,7 @@ test: dev cascades  ## run the test suite
 bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothing)
 	$(PY) bench/filter.py
 	$(PY) bench/crop.py
+	$(PY) bench/detectors.py
 	$(PY) bench/score.py
 	$(PY) bench/review.py
 	$(PY) bench/review_rank.py

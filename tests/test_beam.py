@@ -7,6 +7,7 @@ DirectRunner, which retries a failed bundle, for the injected failure.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -100,6 +101,18 @@ def test_crop_on_two_beam_workers_writes_the_same_crops(sample_root, tmp_path):
     assert file_hashes(tmp_path / "beam") == file_hashes(tmp_path / "local") and local["crops"] > 0
     same_stats(local, json.loads((tmp_path / "beam" / "crops.stats.json").read_text()))
     assert local["reasons"]["missing_file"] == 1
+
+
+def test_crop_with_both_detectors_on_beam_gives_the_local_landmarks(sample_root, tmp_path):
+    sources, _ = open_sources(sample_root / "original")
+    sources = sources[:12]  # AnimeFace is slow: a few images show the same unit and schema on Beam
+    config = dataclasses.replace(crop_config(), detector="both", pad=True)
+    local = run_crop(sources, tmp_path / "local", config, workers=2, progress=False)
+    run_beam(CropTransform(sources, str(tmp_path / "beam"), config), IN_PROCESS)
+    table = pq.read_table(tmp_path / "beam" / "crops.parquet")
+    assert table.equals(pq.read_table(tmp_path / "local" / "crops.parquet")) and "left_eye_x" in table.schema.names
+    assert file_hashes(tmp_path / "beam") == file_hashes(tmp_path / "local") and local["found_by"]["both"] > 0
+    same_stats(local, json.loads((tmp_path / "beam" / "crops.stats.json").read_text()))
 
 
 class _FailsOnce(_CropChunk):

@@ -246,6 +246,8 @@ def _same_device(a: Path, b: Path) -> bool:
         (["--cascade", "/nonexistent/cascade.xml"], "neither"),
         (["--size", "512x512"], "2:1"),
         (["--k", "2", "--min-k", "3"], "larger than"),
+        (["--unconfirmed", "reject"], "only --detector both"),
+        (["--align"], "add --detector both"),
     ],
 )
 def test_misuse_is_one_line_and_exit_2(tmp_path, capsys, args, message, cascade):
@@ -309,3 +311,154 @@ def test_an_unexpected_error_costs_one_image_not_the_run(tmp_path, cascade, samp
     assert stats["crops"] >= 1 and "1 failed with an error" in crop_module.summary_line(stats)
     files = set(pq.read_table(tmp_path / "w" / "crops.parquet").column("file").to_pylist())
     assert {f.relative_to(tmp_path / "w").as_posix() for f in (tmp_path / "w" / "crops").rglob("*.png")} == files
+
+
+# ---- --detector animeface | both ------------------------------------------------------------------
+
+UNCONFIRMED = "original/0281/2142281.jpg"  # a close-up the cascade finds and AnimeFace does not, even around it
+
+
+def test_both_detectors_add_landmarks_and_faces_the_cascade_misses(tmp_path, cascade, sample_root):
+    from curate.core.workdir import CROPS_LANDMARKS_SCHEMA
+
+    sources, _ = open_sources(sample_root / "original")
+    lbp = run_crop(sources, tmp_path / "lbp", config(cascade), workers=2, progress=False)
+    both = run_crop(sources, tmp_path / "both", config(cascade, detector="both"), workers=2, progress=False, chunk=7)
+    assert both["faces"] > lbp["faces"] and both["found_by"]["animeface"] >= 3 and both["found_by"]["both"] >= 25
+    assert both["faces"] == both["crops"] + sum(both["rejected_faces"].values()) + both["over_max_faces"]
+    table = pq.read_table(tmp_path / "both" / "crops.parquet")
+    assert table.schema.equals(CROPS_LANDMARKS_SCHEMA)
+    for r in table.to_pylist():
+        if r["found_by"] == "lbp":
+            assert r["likelihood"] is None and r["left_eye_x"] is None
+            continue
+        assert 0.5 <= r["likelihood"] <= 1.0 and r["landmark_issue"] is None
+        assert (r["confidence"] is None) == (r["found_by"] == "animeface")
+        for part in ("left_eye", "right_eye", "nose", "mouth", "chin"):  # inside the face's box, in source pixels
+            assert r["face_x"] <= r[f"{part}_x"] <= r["face_x"] + r["face_w"]
+            assert r["face_y"] <= r[f"{part}_y"] <= r["face_y"] + r["face_h"] * 1.1
+        assert r["left_eye_x"] > r["right_eye_x"] and r["hair_color"].startswith("#") and len(r["skin_color"]) == 7
+    # a face both saw keeps the cascade's box: those crops are the LBP run's, byte for byte
+    lbp_table = pq.read_table(tmp_path / "lbp" / "crops.parquet").to_pylist()
+    shared = [r for r in table.to_pylist() if r["found_by"] == "both"]
+    boxes = {(r["source"], r["face_x"], r["face_y"], r["face_w"]): r["file"] for r in lbp_table}
+    same = [r for r in shared if (r["source"], r["face_x"], r["face_y"], r["face_w"]) in boxes]
+    assert len(same) >= 5
+    for r in same:
+        key = (r["source"], r["face_x"], r["face_y"], r["face_w"])
+        assert (tmp_path / "both" / r["file"]).read_bytes() == (tmp_path / "lbp" / boxes[key]).read_bytes()
+    # the same input gives the same bytes with another worker count and chunking (colours included)
+    again = run_crop(sources, tmp_path / "again", config(cascade, detector="both"), workers=1, progress=False)
+    assert again["found_by"] == both["found_by"]
+    assert workdir_bytes(tmp_path / "again") == workdir_bytes(tmp_path / "both")
+
+
+def test_animeface_alone_and_the_unconfirmed_rule(cascade, sample_root):
+    path = sample_root / UNCONFIRMED
+    src, data = Source(str(path), UNCONFIRMED, "2142281", 2142281), path.read_bytes()
+    alone = Cropper(config(cascade, detector="animeface"))(src, data)
+    assert alone.reason == "no_face" and alone.faces == 0
+    kept = Cropper(config(cascade, detector="both", pad=True))(src, data)
+    assert kept.found_by == {"lbp": 1} and len(kept.rows) == 1 and kept.rows[0]["likelihood"] is None
+    rejected = Cropper(config(cascade, detector="both", unconfirmed="reject", pad=True))(src, data)
+    assert rejected.reason is None and rejected.faces == 1 and rejected.face_reasons == {"unconfirmed": 1}
+    assert rejected.rows == []
+    good = sample_root / "original" / "0266" / "2142266.jpg"
+    one = Cropper(config(cascade, detector="animeface"))(Source(str(good), "g.jpg", "g"), good.read_bytes())
+    assert one.found_by == {"animeface": 1} and one.rows[0]["confidence"] is None and one.rows[0]["likelihood"] > 0.9
+
+
+def _landmarks(**kw):
+    from curate.crop.animeface import Landmarks
+
+    base = dict(likelihood=0.9, face=(100.0, 100.0, 80.0, 80.0), left_eye=(150.0, 120.0, 10.0, 8.0),
+                right_eye=(110.0, 120.0, 10.0, 8.0), mouth=(130.0, 160.0, 12.0, 6.0), nose=(136.0, 145.0),
+                chin=(138.0, 178.0), skin=(250, 230, 220), hair=(20, 10, 300), left_eye_color=(0, 0, 0),
+                right_eye_color=(1, 1, 1))
+    return Landmarks(**(base | kw))
+
+
+@pytest.mark.parametrize("change, issue", [
+    ({}, None),
+    ({"chin": (138.0, 230.0)}, "clamped"),  # below a 200 px tall image
+    ({"left_eye": (-30.0, 120.0, 10.0, 8.0)}, "clamped"),
+    ({"nose": (float("nan"), 145.0)}, "clamped"),
+    ({"left_eye": (111.0, 120.0, 10.0, 8.0)}, "degenerate_eyes"),  # 1 px from the other eye
+])
+def test_odd_landmarks_are_clamped_or_flagged_never_raised(change, issue):
+    from curate.crop.cropper import Face, landmark_columns
+    from curate.crop.geometry import Box
+
+    cols = landmark_columns(Face(Box(90, 90, 100, 100), None, _landmarks(**change), "animeface"), (200, 200))
+    assert cols["landmark_issue"] == issue
+    for name in ("left_eye", "right_eye", "nose", "mouth", "chin"):
+        assert 0 <= cols[f"{name}_x"] <= 200 and 0 <= cols[f"{name}_y"] <= 200
+    assert cols["hair_color"] == "#140aff"  # a colour channel past 255 is clipped
+    assert landmark_columns(Face(Box(0, 0, 9, 9), 1.0), (200, 200))["likelihood"] is None
+
+
+def test_landmarks_found_on_a_reduced_decode_are_in_source_pixels(tmp_path, cascade, sample_root):
+    small_path = sample_root / "original" / "0249" / "2142249.jpg"
+    with Image.open(small_path) as im:
+        im.convert("RGB").resize((1536, 1536), Image.Resampling.LANCZOS).save(tmp_path / "big.jpg", quality=95)
+    cfg = config(cascade, detector="animeface", min_face=150, max_upscale=1.0, pad=True)
+    assert cfg.animeface_reduction < 0.5  # AnimeFace sees a JPEG decoded at 1/2 or less
+    src = Source(str(tmp_path / "big.jpg"), "big.jpg", "big")
+    big = Cropper(cfg)(src, (tmp_path / "big.jpg").read_bytes())
+    ref = Cropper(config(cascade, detector="animeface", pad=True))(Source(str(small_path), "s.jpg", "s"),
+                                                                   small_path.read_bytes())
+    assert big.found_by == ref.found_by == {"animeface": 1}
+    b, r = big.rows[0], ref.rows[0]
+    assert (b["source_width"], b["source_height"]) == (1536, 1536)
+    for part in ("left_eye", "right_eye", "mouth", "chin"):
+        for axis in "xy":  # the same face, 3x as large: every point 3x as far from the origin (within 3%)
+            assert abs(b[f"{part}_{axis}"] - 3 * r[f"{part}_{axis}"]) <= 0.03 * 3 * r[f"{part}_{axis}"] + 6, part
+    assert abs(b["face_w"] - 3 * r["face_w"]) <= 0.08 * 3 * r["face_w"]
+
+
+def test_a_missing_animeface_package_is_one_line(tmp_path, capsys, cascade, monkeypatch):
+    from importlib import metadata
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["crop", str(tmp_path / "in"), "--out", str(tmp_path / "w"), "--detector", "both"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "pip install animeface==2.0.3" in err and err.count("\n") == 1
+
+
+def test_align_levels_the_eyes_of_a_turned_face(tmp_path, cascade, sample_root):
+    from curate.crop.animeface import AnimeFaceDetector
+
+    with Image.open(sample_root / "original" / "0249" / "2142249.jpg") as im:
+        upright = im.convert("RGB")
+    # the picture turned 15 degrees counter-clockwise (eye line rising to the right), white around it
+    upright.rotate(15, Image.Resampling.BICUBIC, expand=True, fillcolor="white").save(tmp_path / "turned.png")
+    upright.save(tmp_path / "upright.png")
+    detect = AnimeFaceDetector()
+    angles = {}
+    for name in ("upright", "turned"):
+        src = Source(str(tmp_path / f"{name}.png"), f"{name}.png", name)
+        res = Cropper(config(cascade, detector="both", align=True, pad=True))(src, (tmp_path / f"{name}.png").read_bytes())
+        assert res.aligned == 1 and len(res.rows) == 1
+        angles[name] = res.rows[0]["crop_angle"]
+        with Image.open(io.BytesIO(res.crops[0])) as crop:
+            found = detect(np.asarray(crop.convert("RGB")))
+        assert len(found) == 1  # the face is still a face in the crop, and level there
+        (lx, ly), (rx, ry) = found[0].centre(found[0].left_eye), found[0].centre(found[0].right_eye)
+        assert abs(np.degrees(np.arctan2(ly - ry, lx - rx))) < 6, name
+    assert abs(angles["turned"] - angles["upright"] + 15) < 4
+    # past --max-tilt: upright (unrotated), or rejected
+    src = Source(str(tmp_path / "turned.png"), "turned.png", "turned")
+    data = (tmp_path / "turned.png").read_bytes()
+    upright_crop = Cropper(config(cascade, detector="both", align=True, pad=True, max_tilt=5))(src, data)
+    assert upright_crop.aligned == 0 and upright_crop.rows[0]["crop_angle"] == 0
+    with Image.open(io.BytesIO(upright_crop.crops[0])) as crop:
+        f = detect(np.asarray(crop.convert("RGB")))[0]
+    (lx, ly), (rx, ry) = f.centre(f.left_eye), f.centre(f.right_eye)
+    assert np.degrees(np.arctan2(ly - ry, lx - rx)) < -8  # unrotated, the eyes still slope (the check can fail)
+    rejected = Cropper(config(cascade, detector="both", align=True, pad=True, max_tilt=5, too_tilted="reject"))(src, data)
+    assert rejected.rows == [] and rejected.face_reasons == {"too_tilted": 1}

@@ -118,3 +118,44 @@ def test_upscale_floor_and_smallest_useful_face():
 def test_scale_box_maps_reduced_coordinates_back_and_stays_inside():
     assert scale_box(Box(10, 20, 30, 30), 4.0, 4.0, (1000, 1000)) == Box(40, 80, 120, 120)
     assert scale_box(Box(240, 0, 20, 20), 4.0, 4.0, (1000, 1000)) == Box(960, 0, 40, 80)
+
+
+# ---- --align ------------------------------------------------------------------------------------
+
+def test_aligned_box_of_an_upright_face_is_the_level_portrait():
+    from curate.crop.geometry import ALIGN_FACE_PER_S, aligned_box
+
+    # eyes 40 px apart at y 200, mouth 50 px below their midpoint: s = max(80, 90) = 90
+    a = aligned_box((520.0, 200.0), (480.0, 200.0), (500.0, 250.0), (1000, 1500), k=2.5, min_k=1.75)
+    assert a.angle == 0 and not a.padded and a.k == 2.5
+    fw = ALIGN_FACE_PER_S * 90
+    assert a.box.w == round(2.5 * fw) and a.box.h == 2 * a.box.w
+    (x0, y0), (_, y1), (x1, _), _ = a.quad
+    assert abs((x0 + x1) / 2 - 500) < 1e-6 and abs(x1 - x0 - 2.5 * fw) < 1e-6 and abs(y1 - y0 - 5 * fw) < 1e-6
+    # the face centre (between eyes and mouth, a little lower) is the centre of the upper square
+    assert 205 < y0 + 2.5 * fw / 2 < 240
+
+
+def test_aligned_box_follows_the_eye_line_and_shrinks_pads_or_rejects_at_the_edge():
+    import math
+
+    from curate.crop.geometry import aligned_box
+
+    t = math.radians(20)  # the same face turned 20 degrees clockwise (down to the right) about the eye midpoint
+
+    def turn(x, y):
+        return (500 + (x - 500) * math.cos(t) - (y - 200) * math.sin(t), 200 + (x - 500) * math.sin(t) + (y - 200) * math.cos(t))
+
+    a = aligned_box(turn(520, 200), turn(480, 200), turn(500, 250), (1000, 1500), k=2.5, min_k=1.75)
+    assert abs(a.angle - 20) < 1e-3
+    (tlx, tly), (blx, bly), _, (trx, try_) = a.quad
+    assert abs(math.degrees(math.atan2(try_ - tly, trx - tlx)) - 20) < 1e-6  # the top edge has the eyes' slope
+    # near the top edge: k shrinks about the face, below min_k it is rejected, or padded with pad
+    near = aligned_box((520.0, 60.0), (480.0, 60.0), (500.0, 110.0), (1000, 1500), k=2.5, min_k=1.0)
+    assert not isinstance(near, str) and 1.0 <= near.k < 2.5 and not near.padded
+    assert min(y for _, y in near.quad) >= -1e-6
+    assert aligned_box((520.0, 60.0), (480.0, 60.0), (500.0, 110.0), (1000, 1500), k=2.5, min_k=2.4) == "does_not_fit"
+    padded = aligned_box((520.0, 60.0), (480.0, 60.0), (500.0, 110.0), (1000, 1500), k=2.5, min_k=2.4, pad=True)
+    assert padded.padded and padded.k == 2.4
+    with pytest.raises(ValueError):
+        aligned_box((500.0, 200.0), (500.0, 200.0), (500.0, 200.0), (1000, 1000), k=2.5, min_k=1.75)

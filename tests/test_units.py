@@ -91,6 +91,20 @@ def test_cropper_in_a_spawned_process(spawned, sample_root):
     assert bad.reason == "not_an_image" and bad.rows == [] and bad.crops == []
 
 
+def test_cropper_with_both_detectors_in_a_spawned_process(spawned, sample_root):
+    cascade = CASCADE_DIR / ANIMEFACE_FILE
+    if not cascade.is_file():
+        pytest.skip(f"{cascade} is not fetched; run 'make cascades'")
+    unit = Cropper(CropConfig(cascade=str(cascade), cascade_sha256=sha256_of(cascade), detector="both"))
+    path = sample_root / GOOD_SOURCE
+    src = Source(str(path), GOOD_SOURCE.name, "2142266", 2142266)
+    here = unit(src, path.read_bytes())  # libnvxs loaded here first: the handle must not travel
+    unit = roundtrip(unit)
+    there = spawned.submit(unit, src, path.read_bytes()).result()
+    assert there.rows == here.rows and there.rows[0]["found_by"] == "both" and there.rows[0]["likelihood"] > 0.9
+    assert there.crops == here.crops
+
+
 def test_crop_scorer_heuristic_in_a_spawned_process(spawned):
     unit = roundtrip(CropScorer("heuristic", models_root="/nonexistent", threads=2))
     batch = [({"crop_id": "a_0", "confidence": 3.0}, crop_png(1)), ({"crop_id": "b_0", "confidence": 1.0}, b"junk")]

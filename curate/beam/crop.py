@@ -29,7 +29,6 @@ import pyarrow.parquet as pq
 from curate import __version__
 from curate.beam import io as bio
 from curate.core.image import DecodeFailure
-from curate.core.workdir import CROPS_SCHEMA
 from curate.crop.cropper import CropConfig, Cropper, ImageResult, Source
 from curate.crop.runner import PARTS_DIR, add_chunk, add_result, chunk_key, funnel, new_counts, rows_table
 
@@ -61,7 +60,7 @@ class _CropChunk(beam.DoFn):
             with bio.open_read(counts_path) as f:
                 counts = json.load(f)
             with bio.open_read(rows_path) as f:
-                rows = pq.read_table(f, schema=CROPS_SCHEMA).to_pylist()
+                rows = pq.read_table(f, schema=self.config.table_schema).to_pylist()
             yield index, counts, rows
             return
         counts, rows = new_counts(), []
@@ -70,7 +69,7 @@ class _CropChunk(beam.DoFn):
             add_result(counts, result)
             rows.extend(result.rows)
         with bio.atomic_create(rows_path) as f:
-            pq.write_table(rows_table(rows), f)
+            pq.write_table(rows_table(rows, self.config.table_schema), f)
         bio.write_bytes_atomic(counts_path, json.dumps(counts, default=dict).encode())
         yield index, json.loads(json.dumps(counts, default=dict)), rows
 
@@ -99,7 +98,7 @@ class _Assemble(beam.DoFn):
         for _, counts, chunk_rows in sorted(chunks, key=lambda c: c[0]):
             add_chunk(total, counts)
             rows.extend(chunk_rows)
-        table = rows_table(rows) if rows else CROPS_SCHEMA.empty_table()
+        table = rows_table(rows, self.config.table_schema)
         out = bio.join(self.workdir, "crops.parquet")
         with bio.atomic_create(out) as f:
             pq.write_table(table, f)

@@ -35,11 +35,34 @@ CROPS_SCHEMA = pa.schema(
         ("face_x", pa.int32()), ("face_y", pa.int32()), ("face_w", pa.int32()), ("face_h", pa.int32()),
         ("crop_x", pa.int32()), ("crop_y", pa.int32()), ("crop_w", pa.int32()), ("crop_h", pa.int32()),
         ("scale", pa.float32()),  # output height / crop height in source pixels (>1 = upscaled)
-        ("confidence", pa.float32()),  # the cascade's level weight for the face
+        ("confidence", pa.float32()),  # the cascade's level weight for the face (null: only AnimeFace saw it)
         ("source_width", pa.int32()), ("source_height", pa.int32()),
         ("file", pa.string()),  # the crop image, relative to the workdir
     ]
 )
+# With `curate crop --detector animeface|both` the crops table has these columns too (an LBP-only run's
+# table is CROPS_SCHEMA alone, unchanged). Points are in source pixels; "left" is the character's left
+# eye (on the image's right), as AnimeFace names it. A face AnimeFace did not see has them null.
+LANDMARK_FIELDS = [
+    ("found_by", pa.string()),  # "both", "animeface" or "lbp": which detectors saw the face
+    ("likelihood", pa.float32()),  # AnimeFace's likelihood (0.5-1)
+    ("left_eye_x", pa.float32()), ("left_eye_y", pa.float32()),  # eye centres
+    ("right_eye_x", pa.float32()), ("right_eye_y", pa.float32()),
+    ("nose_x", pa.float32()), ("nose_y", pa.float32()),
+    ("mouth_x", pa.float32()), ("mouth_y", pa.float32()),  # mouth centre
+    ("chin_x", pa.float32()), ("chin_y", pa.float32()),
+    ("hair_color", pa.string()), ("skin_color", pa.string()), ("eye_color", pa.string()),  # "#rrggbb"
+    ("landmark_issue", pa.string()),  # null, or curate.crop.cropper.LANDMARK_ISSUES
+    # --align: the crop's rotation in degrees (the eye line's slope, positive = down to the right; 0 =
+    # not rotated); crop_x/_y/_w/_h are then the box before rotation, turned about its centre by this angle
+    ("crop_angle", pa.float32()),
+]
+CROPS_LANDMARKS_SCHEMA = pa.schema(list(CROPS_SCHEMA) + [pa.field(n, t) for n, t in LANDMARK_FIELDS])
+
+
+def crops_schema(landmarks: bool) -> pa.Schema:
+    """The crops table's schema: with the landmark columns or without."""
+    return CROPS_LANDMARKS_SCHEMA if landmarks else CROPS_SCHEMA
 
 SCORES_SCHEMA = pa.schema(
     [

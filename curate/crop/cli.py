@@ -11,7 +11,7 @@ from curate.core.engine import current_engine
 from curate.core.location import LocationType
 
 from curate.core.settings import default_of
-from curate.crop.cropper import CropConfig
+from curate.crop.cropper import DETECTORS, CropConfig
 
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
@@ -39,6 +39,19 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
               help="With a filtered table: the folder its 'path' column is relative to.")
 @click.option("--cascade", default="animeface", show_default=True, metavar="animeface|frontalface|PATH",
               help="Detector: the anime-face LBP cascade, OpenCV's frontal-face Haar cascade (photos), or a cascade XML.")
+@click.option("--detector", type=click.Choice(DETECTORS), default=_D("detector"), show_default=True,
+              help="lbp: the cascade (--cascade); animeface: AnimeFace 2009, with landmarks and colours in the "
+                   "table; both: the two combined by overlap, AnimeFace checking the cascade's faces (docs/detectors.md).")
+@click.option("--unconfirmed", type=click.Choice(["keep", "reject"]), default=_D("unconfirmed"), show_default=True,
+              help="With --detector both: a cascade face AnimeFace does not find, even around it, is kept "
+                   "(without landmarks) or rejected (reason unconfirmed).")
+@click.option("--align/--no-align", default=_D("align"), show_default=True,
+              help="Rotate each crop whose face has landmarks so that the eyes are level, sized from the eyes and "
+                   "mouth (FFHQ's method on the 2:1 box; needs --detector animeface or both; docs/crop-geometry.md).")
+@click.option("--max-tilt", type=click.FloatRange(min=0, max=90), default=_D("max_tilt"), show_default=True,
+              metavar="DEG", help="With --align: faces tilted more than this are not rotated (see --too-tilted).")
+@click.option("--too-tilted", type=click.Choice(["unrotated", "reject"]), default=_D("too_tilted"), show_default=True,
+              help="With --align: a face tilted past --max-tilt gets an upright crop, or is rejected (too_tilted).")
 @click.option("--scale-factor", type=click.FloatRange(min=1.01, max=2.0), default=_D("scale_factor"), show_default=True, metavar="F",
               help="Detector pyramid step.")
 @click.option("--min-neighbors", type=click.IntRange(min=0), default=_D("min_neighbors"), show_default=True, metavar="N",
@@ -70,14 +83,16 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes  [default: one per core]")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neighbors, min_size, min_face, k, min_k,
+def crop_command(input_path, out, dataset_root, cascade, detector, unconfirmed, align, max_tilt, too_tilted, scale_factor, min_neighbors, min_size, min_face, k, min_k,
                  pad, size, max_upscale, max_faces, fmt, max_pixels, overlays, workers, progress):
     """Find faces in INPUT and cut a 2:1 portrait (512x256 by default) around each.
 
     INPUT is a filtered table from `curate filter` (with --dataset-root), a folder of images (searched
     below; symlinked folders and names starting with '.' are not entered) or one image file.
     Each crop's box is k face widths wide and twice as tall, the face centred in its upper half;
-    see docs/crop-geometry.md. Unreadable images, images without a face and faces whose crop
+    see docs/crop-geometry.md. With --detector animeface or both, AnimeFace 2009 (the animeface
+    package's libnvxs) also gives each face's eyes, nose, mouth and chin (source pixels), its
+    likelihood and its hair, skin and eye colours: columns of crops.parquet. Unreadable images, images without a face and faces whose crop
     would not fit or would be upscaled too much are counted by reason in WORKDIR/crops.stats.json.
     In a folder, an entry named like an image that is no file is counted too, never opened:
     broken_link (a dangling symlink or a symlink loop), not_a_file (a folder, FIFO, socket or
@@ -96,6 +111,8 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
       curate crop ~/pictures/anime --out work --overlays work/overlays --max-faces 1
       curate crop photos/ --cascade frontalface --k 2.5 --format jpg --out work-photos
       curate crop poster.png --out work-one
+      curate crop ~/pictures/anime --detector both --out work-landmarks
+      curate crop ~/pictures/anime --detector both --align --max-tilt 25 --out work-aligned
     """
     from curate.core.paths import refuse_output_among_inputs
     from curate.crop.cascades import CascadeError, load_cascade, resolve_cascade, sha256_of
@@ -111,6 +128,17 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
     for option, target in (("--out", out), ("--overlays", overlays)):
         if target is not None:
             refuse_output_among_inputs(target, inputs=[input_path], roots=roots, option=option)
+    if unconfirmed != _D("unconfirmed") and detector != "both":
+        raise click.BadParameter("only --detector both confirms faces", param_hint="--unconfirmed")
+    if align and detector == "lbp":
+        raise click.BadParameter("aligning needs landmarks: add --detector both (or animeface)", param_hint="--align")
+    if detector != "lbp":
+        from curate.crop.animeface import AnimeFaceError, load_library
+
+        try:
+            load_library()  # once, here: a missing libnvxs is a one-line error, not every image's
+        except AnimeFaceError as e:
+            raise click.BadParameter(str(e), param_hint="--detector") from None
     try:
         path = resolve_cascade(cascade)
         load_cascade(path)  # once, here: a file that is no cascade is a one-line error, not every image's
@@ -119,7 +147,8 @@ def crop_command(input_path, out, dataset_root, cascade, scale_factor, min_neigh
     config = CropConfig(
         cascade=str(path), cascade_sha256=sha256_of(path), scale_factor=scale_factor, min_neighbors=min_neighbors,
         min_size=min_size, min_face=min_face, k=k, min_k=min_k, pad=pad, out_height=size[0], out_width=size[1],
-        max_upscale=max_upscale, max_faces=max_faces, fmt=fmt, max_pixels=max_pixels,
+        max_upscale=max_upscale, max_faces=max_faces, fmt=fmt, max_pixels=max_pixels, detector=detector,
+        unconfirmed=unconfirmed, align=align, max_tilt=max_tilt, too_tilted=too_tilted,
     )
     sources, ignored = open_sources(input_path, dataset_root)
     inputs = {"input": str(input_path), "dataset_root": str(dataset_root) if dataset_root else None,

@@ -1,7 +1,8 @@
 """Pictures for judging crop geometry at a glance: boxes drawn on sources, and contact sheets.
 
 `curate crop --overlays DIR` writes DIR/images/<id>.jpg per source (face boxes in green, accepted
-crop boxes in blue, rejected faces in red with their reason) and, at the end, DIR/crops-sheet.png
+crop boxes in blue (rotated with --align), rejected faces in red with their reason; AnimeFace's eyes, nose, mouth and chin as
+yellow dots, each face labelled with the cascade's confidence c and AnimeFace's likelihood l) and, at the end, DIR/crops-sheet.png
 (the crops side by side, labelled) and DIR/overlays-sheet.png (the annotated sources).
 """
 
@@ -16,7 +17,7 @@ from curate.core.grid import read_tiles, render_grid, write_png
 from curate.core.workdir import Workdir
 
 OVERLAY_SIDE = 768  # long side of an overlay picture
-_GREEN, _BLUE, _RED = (0, 200, 0), (30, 90, 255), (230, 20, 20)
+_GREEN, _BLUE, _RED, _YELLOW = (0, 200, 0), (30, 90, 255), (230, 20, 20), (255, 220, 0)
 
 
 def draw_overlay(decoded, faces, placed) -> bytes:
@@ -40,10 +41,22 @@ def draw_overlay(decoded, faces, placed) -> bytes:
             rect(face.box, _RED, 2)
             label = f"{i} {p or 'over max'}"
         else:
-            rect(p.box, _BLUE, 3)
+            quad = getattr(p, "quad", None)  # --align: the rotated box
+            if quad is not None:
+                draw.polygon([(x * f, y * f) for x, y in quad], outline=_BLUE, width=3)
+            else:
+                rect(p.box, _BLUE, 3)
             rect(face.box, _GREEN, 2)
-            label = f"{i} k={p.k:.2f}" + (" pad" if p.padded else "")
-        draw.text((face.box.x * f + 3, face.box.y * f + 2), f"{label} c={face.confidence:.1f}", fill=_RED if p is None or isinstance(p, str) else _GREEN)
+            label = f"{i} k={p.k:.2f}" + (" pad" if p.padded else "") + (f" {p.angle:+.0f}deg" if quad else "")
+        lm = getattr(face, "landmarks", None)
+        if face.confidence is not None:
+            label += f" c={face.confidence:.1f}"
+        if lm is not None:
+            label += f" l={lm.likelihood:.2f}"
+            centres = (lm.centre(lm.left_eye), lm.centre(lm.right_eye), lm.nose, lm.centre(lm.mouth), lm.chin)
+            for x, y in centres:
+                draw.ellipse([x * f - 3, y * f - 3, x * f + 3, y * f + 3], fill=_YELLOW)
+        draw.text((face.box.x * f + 3, face.box.y * f + 2), label, fill=_RED if p is None or isinstance(p, str) else _GREEN)
     if not faces:
         draw.text((4, 4), "no face", fill=_RED)
     buf = io.BytesIO()

@@ -51,6 +51,7 @@ LISTING_REASONS: dict[str, str] = {
 }
 UNREAD_REASONS = DECODE_REASONS + tuple(LISTING_REASONS)  # images that gave no pixels at all
 IMAGE_REASONS = UNREAD_REASONS + ("no_face", "crop_error")
+FACE_REASON_CODES = tuple(FACE_REASONS)
 # What else a folder held, by kind (the stats' inputs.ignored_files); none of it is read.
 IGNORED_KINDS: dict[str, str] = {
     "other_extension": "a file whose extension is not an image's",
@@ -232,7 +233,7 @@ def chunk_key(config: CropConfig, sources: list[Source]) -> str:
 
 def new_counts() -> dict[str, Any]:
     return {"images": 0, "decoded": 0, "images_with_faces": 0, "images_with_crops": 0, "faces": 0,
-            "over_max_faces": 0, "crops": 0, "padded": 0, "reasons": Counter(), "failures": []}
+            "over_max_faces": 0, "crops": 0, "padded": 0, "aligned": 0, "reasons": Counter(), "found_by": Counter(), "failures": []}
 
 
 def add_result(counts: dict[str, Any], r: ImageResult) -> None:
@@ -243,7 +244,9 @@ def add_result(counts: dict[str, Any], r: ImageResult) -> None:
     counts["over_max_faces"] += r.over_max_faces
     counts["crops"] += len(r.rows)
     counts["padded"] += r.padded
+    counts["aligned"] += r.aligned
     counts["reasons"].update(r.face_reasons)
+    counts["found_by"].update(r.found_by)
     if r.reason is not None:
         counts["reasons"][r.reason] += 1
         if r.reason != "no_face" and len(counts["failures"]) < FAILURE_SAMPLES:
@@ -252,8 +255,9 @@ def add_result(counts: dict[str, Any], r: ImageResult) -> None:
         counts["decoded"] += 1
 
 
-def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=CROPS_SCHEMA)
+def rows_table(rows: list[dict[str, Any]], schema: pa.Schema = CROPS_SCHEMA) -> pa.Table:
+    """Crop rows as a table of the crops schema (CropConfig.table_schema: with landmark columns or not)."""
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def run_crop(
@@ -317,7 +321,7 @@ def _run_locked(sources: list[Source], wd: Workdir, config: CropConfig, workers:
                     bar.update(1)
                 # rows first, then the counts file: the counts file is the chunk's "done" mark.
                 with atomic_path(parts / f"{keys[i]}.parquet") as tmp:
-                    pq.write_table(rows_table(rows), tmp)
+                    pq.write_table(rows_table(rows, config.table_schema), tmp)
                 write_json(parts / f"{keys[i]}.json", counts)
         finally:
             results.close()  # shuts the pool down now (a worker's error too) rather than at garbage collection
@@ -339,8 +343,8 @@ def _assemble(wd: Workdir, parts: Path, keys: list[str], config: CropConfig, ove
     tables = []
     for key in keys:
         add_chunk(total, json.loads((parts / f"{key}.json").read_text()))
-        tables.append(pq.read_table(parts / f"{key}.parquet", schema=CROPS_SCHEMA))
-    table = pa.concat_tables(tables) if tables else CROPS_SCHEMA.empty_table()
+        tables.append(pq.read_table(parts / f"{key}.parquet", schema=config.table_schema))
+    table = pa.concat_tables(tables) if tables else config.table_schema.empty_table()
     with atomic_path(wd.crops_table) as tmp:
         pq.write_table(table, tmp)
     _sweep(wd, parts, set(keys), set(table.column("file").to_pylist()))
@@ -352,6 +356,8 @@ def add_chunk(total: dict[str, Any], c: dict[str, Any]) -> None:
     for k in ("images", "decoded", "images_with_faces", "images_with_crops", "faces", "over_max_faces", "crops", "padded"):
         total[k] += c[k]
     total["reasons"].update(c["reasons"])
+    total["found_by"].update(c.get("found_by", {}))
+    total["aligned"] += c.get("aligned", 0)
     total["failures"].extend(c["failures"][: FAILURE_SAMPLES - len(total["failures"])])
 
 
@@ -372,11 +378,15 @@ def funnel(output: str | os.PathLike, total: dict[str, Any], config: CropConfig)
         "images_with_faces": total["images_with_faces"],
         "faces": total["faces"],
         "over_max_faces": total["over_max_faces"],
-        "rejected_faces": {r: reasons[r] for r in FACE_REASONS},
+        "rejected_faces": {r: reasons[r] for r in FACE_REASON_CODES},
         "crops": total["crops"],
         "images_with_crops": total["images_with_crops"],
         "padded_crops": total["padded"],
-        "reasons": {r: reasons[r] for r in IMAGE_REASONS + FACE_REASONS},
+        # with --detector animeface|both: faces by which detectors saw them (both, animeface, lbp)
+        "found_by": {k: total["found_by"][k] for k in ("both", "animeface", "lbp") if total["found_by"][k]}
+        if config.landmarks else {},
+        "aligned_crops": total["aligned"],  # rotated by --align
+        "reasons": {r: reasons[r] for r in IMAGE_REASONS + FACE_REASON_CODES},
         "failures": total["failures"],
     }
 
