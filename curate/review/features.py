@@ -49,7 +49,8 @@ FACE_SIZE = (128, 256)  # width x height the cascade looks for the face in, insi
 def image_feature_names() -> list[str]:
     """Names of `CropFeaturizer`'s outputs, in order."""
     names = ["contrast", "dominant", "colours", "log_sharpness", "edges", "saturation", "white", "black",
-             "faces", "face_x", "face_y", "face_w", "no_face"]
+             "faces", "face_x", "face_y", "face_w", "no_face", "face_off_x", "face_off_y", "face_log_w",
+             "face_log_w_sq"]
     for half in ("face", "figure"):
         names += [f"grey_{half}_{i}" for i in range(GREY_BINS)]
         names += [f"hsv_{half}_{i}" for i in range(HUE * SAT * VAL)]
@@ -82,7 +83,9 @@ class CropFeaturizer:
         self._hog = self._faces = None
 
     def _face(self, bgr: np.ndarray) -> list[float]:
-        """[faces found (0-2), centre x, centre y, width of the largest (crop fractions), no face]."""
+        """[faces found (0-2), centre x, centre y, width of the largest (crop fractions), no face, and the
+        squared distances of the centre from where a portrait puts it (x 1/2, y 1/4), log width and its
+        square: a linear model can then reject a face too far off, too small *or* too large]."""
         import cv2
 
         if self._faces is None:
@@ -93,10 +96,12 @@ class CropFeaturizer:
                                              cv2.COLOR_BGR2GRAY))
         found = self._faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4, minSize=(20, 20))
         if len(found) == 0:
-            return [0.0, 0.0, 0.0, 0.0, 1.0]
+            return [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
         x, y, w, h = max(found, key=lambda r: r[2] * r[3])
         fw, fh = FACE_SIZE
-        return [float(min(len(found), 2)), (x + w / 2) / fw, (y + h / 2) / fh, w / fw, 0.0]
+        cx, cy, rw = (x + w / 2) / fw, (y + h / 2) / fh, w / fw
+        return [float(min(len(found), 2)), cx, cy, rw, 0.0, (cx - 0.5) ** 2, (cy - 0.25) ** 2,
+                float(np.log(rw)), float(np.log(rw)) ** 2]
 
     def __call__(self, data: bytes | DecodeFailure) -> np.ndarray | str:
         import cv2
@@ -129,9 +134,12 @@ class CropFeaturizer:
         return np.concatenate([np.array(head, np.float32), *hists, hog]).astype(np.float32)
 
 
+FEATURES_VERSION = 2  # raise when CropFeaturizer's output changes: every cached crop is computed again
+
+
 def _crop_key(row: dict[str, Any]) -> str:
-    """Changes when the crop's pixels can have changed: its file and its box in the source."""
-    parts = [row.get(k) for k in ("file", "source", "crop_x", "crop_y", "crop_w", "crop_h")]
+    """Changes when the crop's pixels can have changed (its file, its box in the source) or the features did."""
+    parts = [FEATURES_VERSION] + [row.get(k) for k in ("file", "source", "crop_x", "crop_y", "crop_w", "crop_h")]
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
