@@ -309,3 +309,38 @@ def test_listening_socket_is_tcp_so_asyncio_sets_nodelay():
         sock.close()
     assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
+
+
+def test_landmarks_become_crop_fractions_and_an_aligned_crop_has_level_eyes(tmp_path):
+    import math
+
+    import pyarrow as pa
+
+    from curate.core.workdir import LANDMARK_FIELDS, crops_schema
+    from curate.review.session import _landmark_fractions
+
+    wd = make_review_workdir(tmp_path / "w", n=2, scores=False)
+    t = pq.read_table(wd.crops_table)
+    # crop 0: upright box (0, 0, 100, 200); crop 1: the same box turned by 30 degrees about its centre
+    a = math.radians(30)
+    cx, cy = 50.0, 100.0
+
+    def turned(x, y):  # a point given in the upright crop, where it lies in the source when the box is turned
+        dx, dy = x - cx, y - cy
+        return cx + dx * math.cos(a) - dy * math.sin(a), cy + dx * math.sin(a) + dy * math.cos(a)
+
+    upright = {"left_eye": (70, 50), "right_eye": (30, 50), "nose": (50, 62), "mouth": (50, 75), "chin": (50, 90)}
+    cols = {f.name: [None, None] for f in pa.schema(LANDMARK_FIELDS)}
+    for name, (x, y) in upright.items():
+        tx, ty = turned(x, y)
+        cols[f"{name}_x"], cols[f"{name}_y"] = [x, tx], [y, ty]
+    cols["crop_angle"] = [0.0, 30.0]
+    for name, v in {"crop_x": [0, 0], "crop_y": [0, 0], "crop_w": [100, 100], "crop_h": [200, 200]}.items():
+        t = t.set_column(t.schema.get_field_index(name), name, pa.array(v, pa.int32()))
+    for f in pa.schema(LANDMARK_FIELDS):
+        t = t.append_column(f, pa.array(cols[f.name], f.type))
+    pq.write_table(t.cast(crops_schema(True)), wd.crops_table)
+    fr = _landmark_fractions(wd, pq.read_table(wd.crops_table), None)
+    assert fr.shape == (2, 5, 2)
+    assert np.allclose(fr[0], fr[1], atol=1e-4)  # turned back, the aligned crop's points are the upright ones
+    assert np.allclose(fr[0, 0], [0.7, 0.25]) and abs(fr[1, 0, 1] - fr[1, 1, 1]) < 1e-4  # eyes level

@@ -64,6 +64,8 @@ def test_report_renders_in_a_real_browser(sample_run, browser):
     rows = page.eval_on_selector_all("table tr td:nth-child(2)", "tds => tds.map(t => t.textContent)")
     assert rows[:2] == ["posts in the metadata", "posts kept by the filter"]
     assert "portrait crops" in rows and "records in the dataset" in rows
+    # the sample crops with both detectors: the report shows who proposed the faces and how many AnimeFace confirmed
+    assert "faces proposed by a detector" in rows and "faces confirmed by AnimeFace (with landmarks)" in rows
     images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.alt, i.naturalWidth])")
     assert len(images) >= 4 and all(width > 0 for _, width in images)  # every picture decoded
     ARTIFACTS.mkdir(exist_ok=True)
@@ -91,3 +93,35 @@ def test_a_review_decision_reruns_pack_only_and_pack_drops_the_crop(sample_run):
     run(load(p.source, _quiet()), echo=lambda _: None)
     manifest = json.loads((p.dataset_dir / records.MANIFEST).read_text())
     assert manifest["count"] == before - 1 and first not in manifest["record_crop_ids"]
+
+
+def test_the_grid_shows_animeface_landmarks_on_hover(sample_run, browser):
+    """The sample crops with both detectors: hovering a crop AnimeFace saw draws its five points, the
+    eyes side by side in the upper (face) square."""
+    import signal
+
+    from test_review import start_server
+
+    from curate.core.workdir import Workdir
+
+    p, _ = sample_run
+    proc, url = start_server(Workdir(p.workdir))
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(url)
+        with_lm = page.locator(".tile[data-lm]")
+        assert with_lm.count() > 0
+        with_lm.first.hover()
+        dots = page.eval_on_selector_all(".tile .lm", "ds => ds.map(d => [d.title, parseFloat(d.style.left), "
+                                                      "parseFloat(d.style.top)])")
+        assert [d[0] for d in dots] == ["left eye", "right eye", "nose", "mouth", "chin"]
+        eyes = {name: (x, y) for name, x, y in dots[:2]}
+        assert all(0 <= x <= 100 and 0 <= y <= 50 for x, y in eyes.values())  # in the face square
+        assert eyes["right eye"][0] < eyes["left eye"][0]  # the character's left eye is on the image's right
+        mouth_y = dots[3][2]
+        assert mouth_y > max(y for _, y in eyes.values())  # the mouth below the eyes
+        page.mouse.move(1, 1)
+        page.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

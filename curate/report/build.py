@@ -102,6 +102,12 @@ def funnel(info: dict[str, Any], wd: Workdir) -> list[Step]:
         if c.get("no_face"):
             removed["no face"] = c["no_face"]
         steps.append(Step("crop", "images with a face", c["images_with_faces"], removed))
+        found = c.get("found_by") or {}
+        if found:  # --detector animeface|both: who proposed each face, and how many AnimeFace confirmed
+            steps.append(Step("crop", "faces proposed by a detector", sum(found.values()), {}))
+            confirmed = found.get("both", 0) + found.get("animeface", 0)
+            steps.append(Step("crop", "faces confirmed by AnimeFace (with landmarks)", confirmed,
+                              {"cascade only, not confirmed": found["lbp"]} if found.get("lbp") else {}))
         rejected = {k: v for k, v in c.get("rejected_faces", {}).items() if v}
         if c.get("over_max_faces"):
             rejected["over --max-faces"] = c["over_max_faces"]

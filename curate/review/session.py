@@ -79,6 +79,7 @@ class CropIndex:
     position: dict[str, int]  # crop_id -> row
     duplicates: int  # rows dropped because their crop_id was already listed
     token: str  # changes when crops.parquet or scores.parquet changes: a cache-busting version
+    landmarks: np.ndarray | None = None  # [N, 5, 2] eyes, nose, mouth, chin as crop fractions; NaN: none
 
     def __len__(self) -> int:
         return len(self.crop_ids)
@@ -106,7 +107,13 @@ class CropIndex:
             "score": None if np.isnan(score) else round(score, 4),
             "label": self.label_names[self.labels[row]],
             "top_tags": (tags or [])[:8],
+            "landmarks": self._landmarks(row),
         }
+
+    def _landmarks(self, row: int) -> list[list[float]] | None:
+        if self.landmarks is None or np.isnan(self.landmarks[row]).all():
+            return None
+        return [[round(float(x), 4), round(float(y), 4)] for x, y in self.landmarks[row] if not np.isnan(x)]
 
 
 def _table_token(*paths: Path) -> str:
@@ -165,6 +172,7 @@ def load_index(workdir: Workdir) -> CropIndex:
     labels = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int16)
 
     return CropIndex(
+        landmarks=_landmark_fractions(workdir, crops, keep if duplicates else None),
         crop_ids=ids,
         files=crops.column("file").combine_chunks(),
         post_ids=post_ids,
@@ -176,6 +184,35 @@ def load_index(workdir: Workdir) -> CropIndex:
         duplicates=duplicates,
         token=_table_token(workdir.crops_table, workdir.scores_table),
     )
+
+
+LANDMARK_POINTS = ("left_eye", "right_eye", "nose", "mouth", "chin")
+
+
+def _landmark_fractions(workdir: Workdir, crops: pa.Table, keep: list[int] | None) -> np.ndarray | None:
+    """AnimeFace's points (source pixels, in crops.parquet after `--detector animeface|both`) as fractions of
+    each crop, so the grid can draw them over a thumbnail; None for a table without landmarks.
+
+    An aligned crop (crop_angle != 0) is its box turned about its centre by that angle: a point is turned
+    back by it into the crop's own frame, where the eyes then lie level."""
+    names = set(pq.read_schema(workdir.crops_table).names)
+    wanted = [f"{p}_{a}" for p in LANDMARK_POINTS for a in "xy"]
+    if not set(wanted) <= names:
+        return None
+    cols = ["crop_x", "crop_y", "crop_w", "crop_h", *wanted] + (["crop_angle"] if "crop_angle" in names else [])
+    t = pq.read_table(workdir.crops_table, columns=cols)
+    if keep is not None:
+        t = t.take(pa.array(keep, pa.int64()))
+    num = {c: t.column(c).cast(pa.float64()).fill_null(np.nan).to_numpy() for c in cols}
+    w, h = np.maximum(num["crop_w"], 1), np.maximum(num["crop_h"], 1)
+    cx, cy = num["crop_x"] + w / 2, num["crop_y"] + h / 2
+    a = np.radians(np.nan_to_num(num.get("crop_angle", np.zeros(len(w)))))
+    out = np.full((len(w), len(LANDMARK_POINTS), 2), np.nan, np.float32)
+    for k, p in enumerate(LANDMARK_POINTS):
+        dx, dy = num[f"{p}_x"] - cx, num[f"{p}_y"] - cy
+        out[:, k, 0] = (dx * np.cos(a) + dy * np.sin(a)) / w + 0.5
+        out[:, k, 1] = (-dx * np.sin(a) + dy * np.cos(a)) / h + 0.5
+    return out
 
 
 class DecisionStore:

@@ -192,10 +192,26 @@
     setCursor(tiles.indexOf(t));
     toggle(t);
   });
+  // AnimeFace's landmarks (eyes, nose, mouth, chin; crop fractions) drawn over the tile under the mouse
+  const POINTS = ["left eye", "right eye", "nose", "mouth", "chin"];
+  function showLandmarks(t) {
+    grid.querySelectorAll(".lm").forEach((d) => d.remove());
+    if (!t || !t.dataset.lm) return;
+    JSON.parse(t.dataset.lm).forEach(([x, y], k) => {
+      const d = document.createElement("span");
+      d.className = "lm";
+      d.title = POINTS[k] || "";
+      d.style.left = `${x * 100}%`;
+      d.style.top = `${y * 100}%`;
+      t.appendChild(d);
+    });
+  }
   grid.addEventListener("mouseover", (e) => {
     const t = e.target.closest(".tile");
     if (t) info.textContent = describe(t);
+    showLandmarks(t);
   });
+  grid.addEventListener("mouseleave", () => showLandmarks(null));
   grid.addEventListener("error", (e) => {
     if (e.target.tagName === "IMG") e.target.closest(".tile").classList.add("broken");
   }, true);
