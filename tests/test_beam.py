@@ -30,7 +30,7 @@ from curate.crop.cropper import CropConfig, Source
 from curate.crop.runner import open_sources, run_crop
 from curate.core.workdir import Workdir
 from curate.filter.runner import FilterRules, run_filter
-from curate.testing.metadata import metadata_lines
+from curate.testing.metadata import metadata_lines, with_copies_and_families
 
 IN_PROCESS = ["--runner=FnApiRunner"]
 TWO_PROCESSES = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -86,6 +86,21 @@ def test_filter_keeps_the_same_posts_with_the_same_reasons(metadata, tmp_path, r
     same_stats(local, beam_stats)
     assert local["bad_reasons"] == {"bad_value": 1, "malformed_json": 1}
     assert local["removed"].get("duplicate", 0) > 0 or local["kept"] == 0
+
+
+@pytest.mark.parametrize("rules", [FilterRules(exclude_tags=frozenset()),
+                                   FilterRules(exclude_tags=frozenset(), one_per_family=True, max_age_years=6)],
+                         ids=["copies", "one-per-family"])
+def test_same_pictures_and_families_are_removed_alike(tmp_path, rules):
+    lines = with_copies_and_families(list(metadata_lines(2000, seed=5, generation="mixed")), seed=2)
+    (tmp_path / "posts.json").write_text("\n".join(lines) + "\n")
+    metadata = [str(tmp_path / "posts.json")]
+    local = run_filter(metadata, tmp_path / "local.parquet", rules, workers=1, progress=False, block_bytes=1 << 17)
+    run_beam(FilterTransform(metadata, str(tmp_path / "beam.parquet"), rules, block_bytes=1 << 17), IN_PROCESS)
+    assert pq.read_table(tmp_path / "beam.parquet").equals(pq.read_table(tmp_path / "local.parquet"))
+    same_stats(local, json.loads((tmp_path / "beam.stats.json").read_text()))
+    assert local["removed"]["duplicate_file"] > 5
+    assert (local["removed"].get("family_variant", 0) > 5) == rules.one_per_family
 
 
 def test_crop_on_two_beam_workers_writes_the_same_crops(sample_root, tmp_path):

@@ -56,6 +56,13 @@ class _RawPost(msgspec.Struct, gc=False):
     fav_count: int | str | None = None
     score: int | str | None = None
     md5: str | None = None
+    # Variant groups and same-picture checks (filter's one-per-family and duplicate_file rules):
+    # parent_id is "0" (2017-2020) or null (API) for a post without a parent; pixel_hash (a hash of
+    # the decoded pixels) is carried by newer dumps at the top level or inside media_asset, and is
+    # decoded only for kept posts.
+    parent_id: int | str | None = None
+    pixel_hash: str | None = None
+    media_asset: msgspec.Raw = msgspec.Raw(b"null")
     is_deleted: bool | None = None
     is_banned: bool | None = None
     tags: msgspec.Raw = msgspec.Raw(b"null")  # decoded only for posts that reach the tag rules
@@ -77,6 +84,13 @@ class _TagName(msgspec.Struct, gc=False):
 
 _tag_names_decoder = msgspec.json.Decoder(list[_TagName])
 _favs_decoder = msgspec.json.Decoder(list[str])
+
+
+class _MediaAsset(msgspec.Struct, gc=False):
+    pixel_hash: str | None = None
+
+
+_media_asset_decoder = msgspec.json.Decoder(_MediaAsset | None)
 _NULL = b"null"
 _RAW_NULL = msgspec.Raw(_NULL)
 _ID_LIST_BYTES = b'0123456789",[] '
@@ -192,6 +206,34 @@ class Post:
     def md5(self) -> str | None:
         return self._raw.md5
 
+    @property
+    def parent_id(self) -> int | None:
+        """The post's parent in its variant group (Danbooru's parent_id), None for no parent ("0" or null)."""
+        value = self._raw.parent_id
+        if value is None or value == "" or value == 0 or value == "0":
+            return None
+        parent = _int(value, "parent_id")
+        if not 0 < parent < _INT64:
+            raise FieldError("bad_value", f"parent_id={_number(parent)} is not a positive 64-bit integer")
+        return parent
+
+    @property
+    def pixel_hash(self) -> str | None:
+        """A hash of the decoded pixels where the dump has one (top level, or media_asset.pixel_hash)."""
+        if self._raw.pixel_hash is not None:
+            return self._raw.pixel_hash or None
+        if bytes(self._raw.media_asset) == _NULL:
+            return None
+        try:
+            asset = _media_asset_decoder.decode(self._raw.media_asset)
+        except msgspec.ValidationError as e:
+            raise FieldError("wrong_type", f"media_asset: {e}") from None
+        except UnicodeDecodeError as e:
+            raise FieldError("malformed_json", f"media_asset: {_utf8_detail(e)}") from None
+        except RecursionError:
+            raise FieldError("malformed_json", f"media_asset: {_TOO_DEEP}") from None
+        return asset.pixel_hash or None if asset is not None else None
+
     def _objects(self) -> list[_Tag] | None:
         """The 2017-2020 tag objects, decoded once; None for the API form."""
         if self._tag_objects is None:
@@ -262,9 +304,9 @@ class Post:
 
     def row(self) -> tuple:
         """Every field, each read once: (id, created_at, rating, width, height, file_ext, favs,
-        score, md5, tag names, tag codes). Raises FieldError for the first unusable one."""
+        score, md5, parent_id, pixel_hash, tag names, tag codes). Raises FieldError for the first unusable one."""
         row = (self.id, self.created_at, self.rating, self.width, self.height, self.file_ext,
-               self.favs, self.score, self._raw.md5, *self.flat_tags())
+               self.favs, self.score, self._raw.md5, self.parent_id, self.pixel_hash, *self.flat_tags())
         # Only rows that are kept get here, so the range checks cost nothing on the posts removed
         # earlier; they keep an absurd number from overflowing its column when the rows are converted.
         if not (0 < row[0] < _INT64 and 0 < row[3] < _INT32 and 0 < row[4] < _INT32
