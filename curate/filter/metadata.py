@@ -180,14 +180,7 @@ class Post:
         """Favorite count: len(favs) in the 2017-2020 export, fav_count in newer data."""
         fav_json = bytes(self._raw.favs)
         if fav_json != _NULL:
-            try:
-                return _count_favs(fav_json)
-            except msgspec.ValidationError as e:
-                raise FieldError("wrong_type", f"favs: {e}") from None
-            except UnicodeDecodeError as e:
-                raise FieldError("malformed_json", f"favs: {_utf8_detail(e)}") from None
-            except RecursionError:
-                raise FieldError("malformed_json", f"favs: {_TOO_DEEP}") from None
+            return _decoded(_count_favs, fav_json, "favs")
         return _int(self._raw.fav_count, "favs or fav_count")
 
     @property
@@ -224,14 +217,7 @@ class Post:
             return self._raw.pixel_hash or None
         if bytes(self._raw.media_asset) == _NULL:
             return None
-        try:
-            asset = _media_asset_decoder.decode(self._raw.media_asset)
-        except msgspec.ValidationError as e:
-            raise FieldError("wrong_type", f"media_asset: {e}") from None
-        except UnicodeDecodeError as e:
-            raise FieldError("malformed_json", f"media_asset: {_utf8_detail(e)}") from None
-        except RecursionError:
-            raise FieldError("malformed_json", f"media_asset: {_TOO_DEEP}") from None
+        asset = _decoded(_media_asset_decoder.decode, self._raw.media_asset, "media_asset")
         return asset.pixel_hash or None if asset is not None else None
 
     def _objects(self) -> list[_Tag] | None:
@@ -239,14 +225,7 @@ class Post:
         if self._tag_objects is None:
             if bytes(self._raw.tags) == _NULL:
                 return None
-            try:
-                self._tag_objects = _tags_decoder.decode(self._raw.tags)
-            except msgspec.ValidationError as e:
-                raise FieldError("wrong_type", f"tags: {e}") from None
-            except UnicodeDecodeError as e:
-                raise FieldError("malformed_json", f"tags: {_utf8_detail(e)}") from None
-            except RecursionError:
-                raise FieldError("malformed_json", f"tags: {_TOO_DEEP}") from None
+            self._tag_objects = _decoded(_tags_decoder.decode, self._raw.tags, "tags")
         return self._tag_objects
 
     def flat_tags(self) -> tuple[list[str], list[str]]:
@@ -269,14 +248,7 @@ class Post:
         """Every tag of the post, whatever its category."""
         if self._tag_objects is None and bytes(self._raw.tags) != _NULL:
             # names only: skipping the other fields is cheaper, and most posts need no more
-            try:
-                return {t.name for t in _tag_names_decoder.decode(self._raw.tags)}
-            except msgspec.ValidationError as e:
-                raise FieldError("wrong_type", f"tags: {e}") from None
-            except UnicodeDecodeError as e:
-                raise FieldError("malformed_json", f"tags: {_utf8_detail(e)}") from None
-            except RecursionError:
-                raise FieldError("malformed_json", f"tags: {_TOO_DEEP}") from None
+            return {t.name for t in _decoded(_tag_names_decoder.decode, self._raw.tags, "tags")}
         objs = self._objects()
         if objs is not None:
             return {t.name for t in objs}
@@ -410,6 +382,18 @@ _TOO_DEEP = "nested too deeply to decode"
 
 def _utf8_detail(e: UnicodeDecodeError) -> str:
     return f"invalid UTF-8 ({e.reason}, byte {e.object[e.start:e.start + 1]!r})"
+
+
+def _decoded(decode, raw, field: str):
+    """decode(raw) for a field left raw by the line decoder; what is wrong with it as a FieldError."""
+    try:
+        return decode(raw)
+    except msgspec.ValidationError as e:
+        raise FieldError("wrong_type", f"{field}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise FieldError("malformed_json", f"{field}: {_utf8_detail(e)}") from None
+    except RecursionError:
+        raise FieldError("malformed_json", f"{field}: {_TOO_DEEP}") from None
 
 
 def _int(value: int | str | None, field: str) -> int:
