@@ -18,6 +18,7 @@ ratio measured in the same run.
 
     python bench/dedup_threshold.py
     python bench/dedup_threshold.py --max-threshold 20 --rounds 5
+    python bench/dedup_threshold.py --workdir work/danbooru2018-portraits   # any workdir's crops
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ def sample_crops(work: Path) -> list[tuple[str, Image.Image]]:
     return [(r["crop_id"], Image.open(work / r["file"]).convert("RGB")) for r in table]
 
 
+def workdir_crops(workdir: Path) -> list[tuple[str, Image.Image]]:
+    """(crop_id, RGB image) of every crop a workdir holds."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(workdir / "crops.parquet", columns=["crop_id", "file"]).to_pylist()
+    return [(r["crop_id"], Image.open(workdir / r["file"]).convert("RGB")) for r in table]
+
+
 def variant(im: Image.Image, kind: str) -> Image.Image:
     """One generated variant of a crop."""
     if kind == "jpeg70":
@@ -89,16 +98,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-threshold", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds of the hash comparison (median)")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="measure the crops of this workdir instead of cropping the sample (no known pairs)")
     args = ap.parse_args()
-    if not (SAMPLE / "metadata").is_dir():
+    if args.workdir is None and not (SAMPLE / "metadata").is_dir():
         sys.exit(f"bench/dedup_threshold.py: the Danbooru sample is not at {SAMPLE}")
 
     from curate.dedup.phash import distance, phash
     from curate.dedup.unit import DedupConfig
 
-    with tempfile.TemporaryDirectory() as tmp:
-        crops = sample_crops(Path(tmp))
-    print(f"{len(crops)} crops of the sample (padded boxes allowed); variants: {', '.join(KINDS)}")
+    if args.workdir is not None:
+        crops = workdir_crops(args.workdir)
+        print(f"{len(crops)} crops of {args.workdir}; variants: {', '.join(KINDS)}")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            crops = sample_crops(Path(tmp))
+        print(f"{len(crops)} crops of the sample (padded boxes allowed); variants: {', '.join(KINDS)}")
     hashes = {cid: phash(im)[0] for cid, im in crops if phash(im) is not None}
     flat = [cid for cid, im in crops if phash(im) is None]
     post = {cid: cid.split("_")[0] for cid, _ in crops}
@@ -119,7 +134,7 @@ def main() -> None:
             same_post_d.append(d)  # two faces of one picture: distinct crops, reported apart
         else:
             distinct_d.append(d)
-    if not known_d:
+    if not known_d and args.workdir is None:
         sys.exit("bench/dedup_threshold.py: the known pairs gave no crops")
     print(f"flat crops (not hashed): {len(flat)}; distinct pairs: {len(distinct_d)} (plus {len(same_post_d)} "
           f"pairs of faces of one picture); known pairs' distances: {known_d}")
@@ -135,7 +150,8 @@ def main() -> None:
         fm = np.mean(np.array(distinct_d) <= t)
         same = np.mean(np.array(same_post_d) <= t) if same_post_d else 0.0
         mark = "   <- default" if t == default else ""
-        print(f"{t:3d}  {caught}  {'yes' if max(known_d) <= t else 'no ':>5s}  {fm:11.2%}  ({same:.0%}){mark}")
+        known_caught = ("yes" if max(known_d) <= t else "no ") if known_d else "-"
+        print(f"{t:3d}  {caught}  {known_caught:>5s}  {fm:11.2%}  ({same:.0%}){mark}")
 
     try:
         import imagehash

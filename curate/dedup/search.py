@@ -95,28 +95,37 @@ def mih_pairs(queries: np.ndarray, index: np.ndarray, t: int, same: bool, chunks
         qkeys = ((queries >> np.uint64(lo)) & mask).astype(np.int64)
         qorder = np.argsort(qkeys, kind="stable")
         sorted_keys = qkeys[qorder]
+        # both sides laid out in chunk-value order: a pass reads them nearly in sequence
+        sorted_queries, sorted_index = queries[qorder], index[order]
+
+        def check(qpos: np.ndarray, ipos: np.ndarray) -> None:
+            d = popcount(sorted_queries[qpos] ^ sorted_index[ipos])
+            ok = np.flatnonzero(d <= t)
+            qi, ii = qorder[qpos[ok]], order[ipos[ok]]
+            if same:
+                keep = qi < ii
+                qi, ii, dd = qi[keep], ii[keep], d[ok][keep]
+            else:
+                dd = d[ok]
+            found.append(np.stack([qi, ii, dd], axis=1).astype(np.int64))
+
         for flip in _flip_masks(width, radius).astype(np.int64):
             probe = sorted_keys ^ flip
             n = counts[probe]
             hit = np.flatnonzero(n)
             if not len(hit):
                 continue
-            n_hit = n[hit].astype(np.int64)
+            n_hit = n[hit]
             first = starts[probe[hit]]
-            for part in _batches(n_hit):
-                nh = n_hit[part]
-                if len(nh) and nh.max() == 1:  # most buckets hold one hash: no expansion needed
-                    qi, ii = qorder[hit[part]], order[first[part]]
-                else:
-                    qi = np.repeat(qorder[hit[part]], nh)
-                    offs = np.arange(len(qi)) - np.repeat(np.cumsum(nh) - nh, nh)
-                    ii = order[np.repeat(first[part], nh) + offs]
-                if same:
-                    keep = qi < ii
-                    qi, ii = qi[keep], ii[keep]
-                d = popcount(queries[qi] ^ index[ii])
-                ok = d <= t
-                found.append(np.stack([qi[ok], ii[ok], d[ok]], axis=1).astype(np.int64))
+            one = n_hit == 1  # most buckets hold one hash: no expansion needed
+            check(hit[one], first[one])
+            if not one.all():
+                many = ~one
+                hit, n_hit, first = hit[many], n_hit[many].astype(np.int64), first[many]
+                for part in _batches(n_hit):
+                    nh = n_hit[part]
+                    offs = np.arange(int(nh.sum())) - np.repeat(np.cumsum(nh) - nh, nh)
+                    check(np.repeat(hit[part], nh), np.repeat(first[part], nh) + offs)
     if not found:
         return np.empty((0, 3), np.int64)
     return np.unique(np.concatenate(found), axis=0)  # a pair close on several chunks is found several times

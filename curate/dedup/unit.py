@@ -31,8 +31,8 @@ class DedupConfig:
     # Hamming distance (of 64 bits) at or under which two crops are near-duplicates. Measured by
     # bench/dedup_threshold.py on the sample's 33 crops (docs/dedup.md): the known pairs lie at 2
     # and 10, re-encodes and resizes at <= 2, hue shifts at <= 8, 91% of 2% shifts at <= 10; the
-    # closest distinct crops at 18. 11 would catch no more and search as fast (the same chunk
-    # radius); 12 catches every shift but makes the search of 1M crops about twice as slow.
+    # closest distinct crops at 18. 11 would catch no more here; 12 catches every shift but the
+    # search of 1M crops probes about 3 times as many chunk values (radii 4, 3, 3 against 3, 3, 2).
     threshold: int = 10
     # Also compare each crop's mirror image: a flipped copy counts as a duplicate.
     mirror: bool = False
