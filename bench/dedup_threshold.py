@@ -173,7 +173,7 @@ def main() -> None:
             for im in images:
                 fn(im)
             timings[name].append(time.perf_counter() - t0)
-        # the transform alone, thumbnails made before the clock starts
+    # the transform alone, thumbnails made before the clock starts
     greys = [grey_thumbnail(im) for im in images]
     import scipy.fftpack
 
