@@ -138,3 +138,16 @@ def stop_when(proc: subprocess.Popen, ready, timeout: float = 60) -> None:
         time.sleep(0.002)
     out, err = proc.communicate() if proc.poll() is not None else (b"", b"")
     raise AssertionError(f"the run never reached the point to hold it at (rc {proc.poll()}): {err[-2000:]!r}")
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A local S3 server (curate.testing.objectstore); CI installs moto with the dev extras."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("moto", reason="moto is not installed (make dev installs it)")
+        pytest.importorskip("apache_beam.io.aws.s3filesystem", reason="apache-beam[aws] is not installed")
+    from curate.testing.objectstore import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()

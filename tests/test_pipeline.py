@@ -50,7 +50,8 @@ def test_unchanged_rerun_does_nothing_and_a_change_reruns(tmp_path, dump, monkey
     mtime = out.stat().st_mtime_ns
     log.clear()
     run(load(path), echo=quiet(log))
-    assert log[-1] == "nothing to do: every stage is up to date" and out.stat().st_mtime_ns == mtime
+    assert log[-2] == "nothing to do: every stage is up to date" and out.stat().st_mtime_ns == mtime
+    assert log[-1] == f"report: {tmp_path / 'work' / 'report.html'}"  # the first run wrote it
     # an override changes the fingerprint: the stage reruns with the new option
     p2 = load(path, ["filter.min_favs=50"])
     assert [(s["action"], s["why"]) for s in plan(p2)] == [("run", "inputs or options changed")]

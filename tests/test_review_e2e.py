@@ -93,3 +93,49 @@ def test_keys_decide_and_decisions_survive_reload_and_restart(tmp_path, browser)
         proc.wait()
     db = latest_decisions(wd.review_db)
     assert {c: s for c, s in db.items() if s != "pending"} == expected
+
+
+def test_the_reject_model_orders_the_grid_and_accept_below_is_one_undo(tmp_path, browser):
+    """The grid server trains the model in the background: the header shows its estimate, tiles come
+    most-likely-rejected first, and "accept below p" accepts a batch that one `u` takes back."""
+    import time
+
+    from curate.testing.defects import make_defect_workdir
+    from test_rank import decide
+
+    wd, bad = make_defect_workdir(tmp_path / "work", n=90)
+    decide(wd, bad, rejected=11, accepted=11)
+    proc, url = start_server(wd, "--per-page", "48")
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        deadline = time.monotonic() + 90
+        while page.locator("#model").get_attribute("data-ready") != "yes" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            page.evaluate("() => window.curateReview.refreshModel()")
+        text = page.locator("#model-text").inner_text()
+        assert "reject model: 22 decisions, held-out AUC" in text and "bad crops among 68 unreviewed" in text
+        page.reload()  # the order follows the model from the next page load on
+        ps = page.eval_on_selector_all(".tile", "ts => ts.map(t => t.dataset.p)")
+        assert all(ps) and [float(p) for p in ps] == sorted(map(float, ps), reverse=True)
+        page.locator("#below-p").fill("0.5")
+        page.evaluate("() => window.curateReview.refreshModel()")
+        n = int(page.locator("#below-n").inner_text().replace(",", ""))
+        assert 0 < n < 68
+        page.locator("#accept-below").click()
+        settle(page)
+        assert page.locator('[data-count="accepted"]').inner_text() == str(11 + n)
+        assert f"accepted {n} crops" in page.locator("#toast").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "review-rank.png"))
+        page.keyboard.press("u")  # the whole batch
+        settle(page)
+        assert page.locator('[data-count="accepted"]').inner_text() == "11"
+        assert errors == []
+        page.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert sum(s == "accepted" for s in latest_decisions(wd.review_db).values()) == 11

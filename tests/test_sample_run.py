@@ -12,7 +12,6 @@ import pytest
 from conftest import ARTIFACTS
 from curate.dataset import schema as records
 from curate.pipeline.runner import load, plan, resolve, run
-from curate.report.build import build
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +44,15 @@ def test_sample_pipeline_runs_every_stage(sample_run):
     assert manifest["count"] == scores["kept"] > 0 and crops["crops"] >= scores["kept"]
     assert [lv["height"] for lv in manifest["levels"]] == [512, 256, 128, 64, 32, 16, 8, 4]
     assert all(lv["records"] == manifest["count"] for lv in manifest["levels"])
+    # the run ends with its report, and says where it is
+    assert log[-1].startswith(f"report: {p.workdir / 'report.html'} ") and (p.workdir / "report.html").stat().st_size
 
 
 def test_an_unchanged_rerun_does_nothing_and_a_change_reruns_from_that_stage(sample_run):
     p, _ = sample_run
     log: list[str] = []
     run(load(p.source, _quiet()), echo=log.append)
-    assert log[-1] == "nothing to do: every stage is up to date"
+    assert log[-2:] == ["nothing to do: every stage is up to date", f"report: {p.workdir / 'report.html'}"]
     steps = plan(load(p.source, _quiet() + ["crop.k=2.2"]))
     assert [(s["stage"], s["action"]) for s in steps] == [
         ("filter", "skip"), ("crop", "run"), ("score", "run"), ("dedup", "run"), ("pack", "run")]
@@ -59,7 +60,7 @@ def test_an_unchanged_rerun_does_nothing_and_a_change_reruns_from_that_stage(sam
 
 def test_report_renders_in_a_real_browser(sample_run, browser):
     p, _ = sample_run
-    path = build(p.workdir)
+    path = p.workdir / "report.html"  # the one `curate run` wrote
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(path.as_uri())
     rows = page.eval_on_selector_all("table tr td:nth-child(2)", "tds => tds.map(t => t.textContent)")

@@ -25,6 +25,7 @@ import click
 
 from curate.core.engine import LocalEngine
 from curate.core.errors import CurateError
+from curate.core.location import as_location
 from curate.core.lock import stage_lock
 
 DEFAULT_RUNNER = "DirectRunner"  # Beam's own default (Prism) downloads a binary: never what an offline user wants
@@ -54,6 +55,20 @@ class BeamEngine(LocalEngine):
                     self.options.append("--direct_running_mode=multi_processing")
                 if not any("direct_num_workers" in o for o in self.options):
                     self.options.append(f"--direct_num_workers={len(os.sched_getaffinity(0))}")
+                if not any("sdk_harness_log_level" in o for o in self.options):
+                    # the workers' start-up chatter (dozens of INFO lines a stage) would bury the stage's summary
+                    self.options.append("--default_sdk_harness_log_level=ERROR")
+
+        self._filesystems()
+
+    def _filesystems(self) -> None:
+        """Hand the options to Beam's FileSystems here too: the launcher reads and plans through them
+        (curate.core.location), with the same credentials and endpoints (--s3_endpoint_url, ...)."""
+        from apache_beam.io.filesystems import FileSystems
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        with contextlib.suppress(SystemExit, Exception):
+            FileSystems.set_options(PipelineOptions(self.options))
 
     def describe(self) -> str:
         return " ".join(self.options)
@@ -76,6 +91,8 @@ class BeamEngine(LocalEngine):
 
     @staticmethod
     def _lock(path: Path | None, what: str):
+        """The stage's lock, or none where the output is on object storage, which has no locks: there,
+        one run at a time per workdir is the user's to keep (docs/beam.md)."""
         return stage_lock(path, what) if path is not None else contextlib.nullcontext()
 
     # ---- the stages ---------------------------------------------------------------------------
@@ -90,8 +107,9 @@ class BeamEngine(LocalEngine):
         refuse_output_among_inputs(out, inputs, roots)
         problems: list[InputProblem] = []
         files = expand_inputs(inputs, problems)
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with self._lock(lock_path(out), str(out)):
+        out = as_location(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(lock_path(out) if _local(out) else None, str(out)):
             self._run(FilterTransform([str(f) for f in files], str(out), rules,
                                       str(dataset_root) if dataset_root else None, problems,
                                       block_bytes or BLOCK_BYTES))
@@ -104,10 +122,10 @@ class BeamEngine(LocalEngine):
         if overlays:
             raise BeamEngineError("--overlays is not supported on the Beam engine; draw them with a local "
                                   "`curate crop ... --overlays DIR` on a sample")
-        root = Path(workdir)
+        root = as_location(workdir)
         root.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        with self._lock(root / LOCK_FILE, f"crops into {root}"):
+        with self._lock(root / LOCK_FILE if _local(root) else None, f"crops into {root}"):
             self._run(CropTransform(sources, str(root), config, inputs=inputs))
         stats = json.loads((root / "crops.stats.json").read_text())
         return {**stats, "processed_now": stats["images"], "seconds": round(time.perf_counter() - t0, 3)}
@@ -120,7 +138,7 @@ class BeamEngine(LocalEngine):
 
         wd = Workdir(workdir)
         read_crops(wd)  # a folder that is not a workdir: the local runner's one line
-        with self._lock(lock_path(wd), f"the scores of {wd.root}"):
+        with self._lock(lock_path(wd) if _local(wd.root) else None, f"the scores of {wd.root}"):
             self._run(ScoreTransform(str(wd.root), rules, scorer, models_root, batch_size, top_k))
         return json.loads((wd.root / "scores.stats.json").read_text())
 
@@ -135,11 +153,13 @@ class BeamEngine(LocalEngine):
         old, up_to_date = existing(plan.out, plan.fingerprint, overwrite)
         if up_to_date:
             return {**old, "up_to_date": True, "resumed_at": None, "seconds": round(time.perf_counter() - t0, 3)}
-        (plan.out / STAGING).mkdir(exist_ok=True)
-        with self._lock(plan.out / STAGING / "lock", str(plan.out)):
+        if _local(plan.out):
+            (plan.out / STAGING).mkdir(exist_ok=True)
+        with self._lock(plan.out / STAGING / "lock" if _local(plan.out) else None, str(plan.out)):
             self._run(PackTransform(plan))
         with contextlib.suppress(OSError):
-            (plan.out / STAGING).rmdir()  # the lock's folder, empty once the lock is released
+            if _local(plan.out):
+                (plan.out / STAGING).rmdir()  # the lock's folder, empty once the lock is released
         manifest = json.loads((plan.out / R.MANIFEST).read_text())
         seconds = time.perf_counter() - t0
         return {**manifest, "up_to_date": False, "resumed_at": None, "seconds": round(seconds, 3),

@@ -28,7 +28,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -36,6 +35,7 @@ import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.beam import io as bio
+from curate.core.location import as_location
 from curate.filter.metadata import Block, InputProblem, open_blocks
 from curate.filter.rules import BAD_SAMPLES, RULES, ROW_KEYS, FilterRules, PostFilter, _iso, family_winners
 from curate.filter.metadata import BLOCK_BYTES
@@ -53,7 +53,7 @@ class _Blocks(beam.DoFn):
     def process(self, item: tuple[int, str]) -> Iterator[Any]:
         index, path = item
         problems: list[InputProblem] = []
-        _, blocks = open_blocks([Path(path)], problems, self.block_bytes)
+        _, blocks = open_blocks([as_location(path)], problems, self.block_bytes)
         for block in blocks:
             yield index, block
         for p in problems:
@@ -305,8 +305,7 @@ class FilterTransform(beam.PTransform):
         late = (removed | "AllRemoved" >> beam.Flatten() | "CountLate" >> beam.combiners.Count.PerElement())
         return (kept | "AllKept" >> beam.combiners.ToList()
                 | "Write" >> beam.ParDo(
-                    _Write(self.rules, self.out, str(stats_path(Path(self.out))) if "://" not in self.out
-                           else self.out.removesuffix(".parquet") + ".stats.json", inputs, self.root, started, listed,
+                    _Write(self.rules, self.out, str(stats_path(self.out)), inputs, self.root, started, listed,
                            self.block_bytes),
                     totals=beam.pvalue.AsSingleton(totals), late=beam.pvalue.AsDict(late),
                     bad=beam.pvalue.AsSingleton(bad, default_value=[]), problems=beam.pvalue.AsList(blocks.problems)))

@@ -73,7 +73,12 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `dest` atomically."""
+    """Write `data` to `dest` atomically (an object on object storage: whole or absent)."""
+    from curate.core.location import RemotePath
+
+    if isinstance(dest, RemotePath):
+        dest.write_bytes(data)
+        return
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from curate.core.location import as_location, local_copy, readable
+
 CROPS_SCHEMA = pa.schema(
     [
         ("crop_id", pa.string()),  # unique in the workdir: "<post id>_<face index>" for Danbooru posts
@@ -102,7 +104,7 @@ class Workdir:
     review_db = _Inside("review.sqlite")
 
     def __init__(self, root: str | os.PathLike):
-        object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "root", as_location(root))  # a URL under the Beam engine (curate.core.location)
 
     @staticmethod
     def crop_file(crop_id: str, ext: str = "png") -> str:
@@ -116,7 +118,11 @@ def latest_decisions(db: str | os.PathLike) -> dict[str, str]:
     media too (curate.core.reviewlog.read_log); a log that cannot be read is one line naming it."""
     from curate.core.reviewlog import read_log
 
-    return dict(read_log(Path(db), "SELECT crop_id, status FROM decisions d WHERE seq = "
+    db = as_location(db)
+    if not db.exists():
+        return {}
+    with local_copy(db) as path:  # SQLite reads files: a log on object storage is read from a copy
+        return dict(read_log(path, "SELECT crop_id, status FROM decisions d WHERE seq = "
                                    "(SELECT MAX(seq) FROM decisions WHERE crop_id = d.crop_id)"))
 
 
@@ -125,10 +131,10 @@ def surviving_crops(workdir: Workdir) -> tuple[pa.Table, dict[str, int]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    crops = pq.read_table(workdir.crops_table)
+    crops = pq.read_table(readable(workdir.crops_table))
     counts = {"crops": crops.num_rows}
     if workdir.scores_table.exists():
-        scores = pq.read_table(workdir.scores_table, columns=["crop_id", "kept"])
+        scores = pq.read_table(readable(workdir.scores_table), columns=["crop_id", "kept"])
         kept_ids = pc.filter(scores.column("crop_id"), scores.column("kept"))
         mask = pc.is_in(crops.column("crop_id"), value_set=kept_ids)
         counts["removed_by_score"] = crops.num_rows - pc.sum(mask).as_py()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from curate.core.engine import current_engine
+from curate.core.location import LocationType
 
 from curate.core.settings import default_of
 from curate.crop.cropper import CropConfig
@@ -31,10 +32,10 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, 
 
 
 @click.command("crop")
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="WORKDIR",
+@click.argument("input_path", metavar="INPUT", type=LocationType(exists=True))
+@click.option("--out", "-o", "out", required=True, type=LocationType(file_okay=False), metavar="WORKDIR",
               help="Workdir: crops/, crops.parquet and crops.stats.json go here.")
-@click.option("--dataset-root", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.option("--dataset-root", type=LocationType(file_okay=False), metavar="DIR",
               help="With a filtered table: the folder its 'path' column is relative to.")
 @click.option("--cascade", default="animeface", show_default=True, metavar="animeface|frontalface|PATH",
               help="Detector: the anime-face LBP cascade, OpenCV's frontal-face Haar cascade (photos), or a cascade XML.")

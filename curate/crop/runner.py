@@ -39,6 +39,7 @@ from curate.crop.geometry import min_source_height
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import CROPS_SCHEMA, Workdir
 from curate.core.errors import InputError, environment_failure, is_environment_error
+from curate.core.location import RemotePath, as_location, readable
 from curate.core.lock import stage_lock
 from curate.crop.cropper import CropConfig, Cropper, FACE_REASONS, ImageResult, Source
 
@@ -105,7 +106,9 @@ def open_sources(input_path: str | os.PathLike,
 
     INPUT is a folder of images, one image file, or a filtered table (with `dataset_root`).
     """
-    p = Path(input_path)
+    p = as_location(input_path)
+    if isinstance(p, RemotePath) and p.is_dir():
+        return list_objects(p)
     if p.is_dir():
         return list_folder(p)
     if not p.exists():
@@ -118,13 +121,29 @@ def open_sources(input_path: str | os.PathLike,
         raise InputError(f"{p} is read as a filtered table, which needs --dataset-root (the folder its 'path' "
                          f"column is relative to); an image must end in one of {', '.join(IMAGE_EXTS)}")
     try:
-        table = pq.read_table(p, columns=["id", "path"])
+        table = pq.read_table(readable(p), columns=["id", "path"])
     except Exception as e:
         raise InputError(f"{p} is not a filtered table with id and path columns ({type(e).__name__}: {e})") from None
-    root = Path(dataset_root)
+    root = as_location(dataset_root)
     ids = table.column("id").to_pylist()
     paths = table.column("path").to_pylist()
     return [Source(str(root / rel), rel, str(int(i)), int(i)) for i, rel in zip(ids, paths)], {}
+
+
+def list_objects(prefix: RemotePath) -> tuple[list[Source], dict[str, int]]:
+    """Every image object under `prefix` (object storage has no links or pipes), sorted by name; the rest by kind."""
+    sources: list[Source] = []
+    ignored: Counter = Counter()
+    for obj in prefix.rglob():
+        rel = obj.relative_to(prefix)
+        if any(part.startswith(".") for part in rel.split("/")):
+            ignored["hidden"] += 1
+        elif os.path.splitext(obj.name)[1].lower() in IMAGE_EXTS:
+            sources.append(Source(str(obj), rel, folder_crop_base(rel)))
+        else:
+            ignored["other_extension"] += 1
+    sources.sort(key=lambda s: s.source)
+    return sources, {k: ignored[k] for k in IGNORED_KINDS if ignored[k]}
 
 
 def list_folder(folder: Path) -> tuple[list[Source], dict[str, int]]:

@@ -46,7 +46,8 @@ from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import Workdir, surviving_crops
 from curate.core.errors import CurateError, environment_failure, is_environment_error
 from curate.core.lock import stage_lock
-from curate.core.paths import refuse_output_among_inputs
+from curate.core.location import as_location, readable
+from curate.core.paths import real_location, refuse_output_among_inputs
 
 STAGING = ".pack-staging"
 SCORE_LABELS = ("person", "rating_safe", "rating_questionable", "rating_explicit")
@@ -259,7 +260,7 @@ def build_labels(spec: LabelSpec, crops: pa.Table, wd: Workdir, posts: str | Non
     if spec.kind == "scores":
         if not wd.scores_table.exists():
             raise PackError(f"--labels scores needs {wd.scores_table}; run `curate score` first")
-        scores = pq.read_table(wd.scores_table, columns=["crop_id", *SCORE_LABELS]).to_pydict()
+        scores = pq.read_table(readable(wd.scores_table), columns=["crop_id", *SCORE_LABELS]).to_pydict()
         row = {c: i for i, c in enumerate(scores["crop_id"])}
         for j, col in enumerate(SCORE_LABELS):
             vals = scores[col]
@@ -320,7 +321,7 @@ def read_survivors(wd: Workdir) -> tuple[pa.Table, dict[str, int]]:
         for table, needs in ((wd.crops_table, ("crop_id", "post_id", "file")), (wd.scores_table, ("crop_id", "kept"))):
             if culprit is None and table.exists():
                 try:
-                    if not set(needs) <= set(pq.read_schema(table).names):
+                    if not set(needs) <= set(pq.read_schema(readable(table)).names):
                         culprit = table
                 except (pa.ArrowException, OSError):
                     culprit = table
@@ -468,10 +469,10 @@ class PackPlan:
 
 def prepare(workdir: str | os.PathLike, out: str | os.PathLike, config: PackConfig) -> PackPlan:
     """Check the request and decide everything about the dataset but its bytes (PackError if it cannot be packed)."""
-    wd, out = Workdir(workdir), Path(out)
+    wd, out = Workdir(workdir), as_location(out)
     if not wd.crops_table.exists():
         raise PackError(f"{wd.crops_table} does not exist; give a workdir that `curate crop` wrote")
-    if os.path.realpath(out) == os.path.realpath(wd.root):
+    if real_location(out) == real_location(wd.root):
         raise PackError(f"--out {out} is the workdir itself; choose a folder of its own, e.g. {wd.root / 'dataset'}")
     refuse_output_among_inputs(out, inputs=[p for p in (wd.crops_dir, wd.crops_table, wd.scores_table, wd.review_db,
                                                         config.posts) if p is not None])

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from curate.core.engine import current_engine
+from curate.core.location import LocationType
 
 from curate.dataset import schema as R
 from curate.core.settings import default_of
@@ -37,8 +38,8 @@ def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> La
 
 
 @click.command("pack", context_settings={"max_content_width": 100})
-@click.argument("workdir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DATASET_DIR",
+@click.argument("workdir", type=LocationType(file_okay=False))
+@click.option("--out", "-o", required=True, type=LocationType(file_okay=False), metavar="DATASET_DIR",
               help="Output folder: <NAME>-r<NN>.tfrecords per level, dataset.json, optional labels.")
 @click.option("--name", default=_D.name, show_default=True, metavar="NAME", help="File name prefix.")
 @click.option("--seed", type=int, default=_D.seed, show_default=True, metavar="N",

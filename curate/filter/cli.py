@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
 from curate.core.engine import current_engine
+from curate.core.location import LocationType
 
 from curate.core.settings import default_of
 from curate.filter.runner import FilterRules, stats_path, summary_line
@@ -48,10 +48,10 @@ def _ratings(ctx: click.Context, param: click.Parameter, value: str) -> frozense
 
 
 @click.command("filter", context_settings={"max_content_width": 100})
-@click.argument("metadata", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), metavar="FILTERED.parquet",
+@click.argument("metadata", nargs=-1, type=LocationType())
+@click.option("--out", "-o", type=LocationType(dir_okay=False), metavar="FILTERED.parquet",
               help="Output table (required); FILTERED.stats.json is written beside it.")
-@click.option("--dataset-root", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.option("--dataset-root", type=LocationType(file_okay=False), metavar="DIR",
               help="Danbooru root holding original/; kept posts whose image is missing are counted and dropped.")
 @click.option("--min-favs", type=click.IntRange(min=0), default=_D("min_favs"), show_default=True, metavar="N",
               help="Minimum favorites (len(favs) in 2017-2020 dumps, fav_count in newer ones).")

@@ -29,6 +29,7 @@ from typing import BinaryIO, Iterator
 import msgspec
 
 from curate.core.errors import InputError, is_environment_error
+from curate.core.location import RemotePath, as_location, is_url
 
 BLOCK_BYTES = 32 << 20  # big enough to amortise per-task cost, small enough to keep memory flat
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2")
@@ -498,12 +499,20 @@ class InputProblem:
     detail: str
 
 
-def _unusable(path: Path) -> tuple[str, str] | None:
+def _open(path: "str | os.PathLike | RemotePath") -> BinaryIO:
+    """A binary reader of a local file or an object (curate.core.location)."""
+    where = as_location(path)
+    return where.open("rb") if isinstance(where, RemotePath) else open(where, "rb")
+
+
+def _unusable(path: "Path | RemotePath") -> tuple[str, str] | None:
     """(reason, detail) if `path` is not a regular file this process can read, else None.
 
     Environment errors (an I/O error, no file descriptors left) are raised: they are the machine's
     fault, not the file's, and the stage must stop rather than skip the file.
     """
+    if isinstance(path, RemotePath):  # an object store holds objects and prefixes, nothing else
+        return None if path.is_file() else ("not_a_file", "a prefix (folder), not an object")
     try:
         st = os.stat(path)
     except OSError as e:
@@ -540,7 +549,7 @@ def expand_inputs(paths: list[str | os.PathLike], problems: list[InputProblem] |
     """
     out: list[Path] = []
     for raw in paths:
-        p = Path(raw)
+        p = as_location(raw)
         if not p.exists():
             if p.is_symlink():
                 raise InputError(f"{p}: a symbolic link to {os.readlink(p)}, which does not exist")
@@ -588,7 +597,7 @@ class Block:
         """This block's bytes: shipped, or read from the plain file's byte range."""
         if self.data is not None:
             return self.data
-        with open(self.path, "rb") as f:  # type: ignore[arg-type]
+        with _open(self.path) as f:  # type: ignore[arg-type]
             f.seek(self.start)
             return f.read(self.end - self.start)
 
@@ -601,6 +610,10 @@ class Block:
             return
         if self.end <= self.start:
             yield b"", 0, 0
+            return
+        if is_url(self.path):  # an object: one ranged read
+            data = self.read()
+            yield data, 0, len(data)
             return
         try:
             with open(self.path, "rb") as f:  # type: ignore[arg-type]
@@ -626,7 +639,7 @@ class Block:
 def _plain_blocks(path: Path, block_bytes: int) -> Iterator[Block]:
     size = path.stat().st_size
     cuts = [0]
-    with open(path, "rb") as f:
+    with _open(path) as f:
         while cuts[-1] + block_bytes < size:
             f.seek(cuts[-1] + block_bytes)
             f.readline()  # move to the start of the next whole line
@@ -797,7 +810,7 @@ def open_blocks(
             if not (name.endswith(COMPRESSED_SUFFIXES)):
                 yield from _plain_blocks(path, block_bytes)
                 continue
-            with open(path, "rb") as f:
+            with _open(path) as f:
                 counter = _CountingReader(f)
                 stream = _Decompressed(counter, _kind(name))
                 if name.endswith((".tar.xz", ".tar.gz")):

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from curate import __version__
 from curate.core.atomic import atomic_path, scratch_path, write_json
 from curate.core.errors import CurateError, environment_failure
+from curate.core.location import as_location
 from curate.core.lock import stage_lock
 from curate.core.paths import refuse_output_among_inputs
 from curate.filter.metadata import (
@@ -261,7 +262,7 @@ def _gc_paused():
 
 def stats_path(out: str | os.PathLike) -> Path:
     """Where the stats of an output table go: FILTERED.parquet -> FILTERED.stats.json."""
-    out = Path(out)
+    out = as_location(out)
     return out.with_name(out.name.removesuffix(".parquet") + ".stats.json")
 
 

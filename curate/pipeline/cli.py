@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curate.pipeline.runner import load, plan, resolve, run
+from curate.pipeline.runner import check_engine, load, plan, resolve, run
 
 
 @click.command("run", context_settings={"max_content_width": 100})
@@ -31,7 +31,8 @@ def run_command(pipeline, start, stop, overrides, dry_run, engine, beam_runner, 
 
     With --engine beam, filter, crop, score and pack each run as an Apache Beam pipeline built
     from the same per-item units, with the same outputs, byte for byte; options after `--` go to
-    Beam unchanged. fetch always runs here.
+    Beam unchanged. fetch always runs here. On Beam, the pipeline's input and workdir may be
+    object storage (gs://, s3://: docs/beam.md); a bucket workdir has no lock, so run one at a time.
 
     \b
     Examples:
@@ -43,12 +44,15 @@ def run_command(pipeline, start, stop, overrides, dry_run, engine, beam_runner, 
       curate run danbooru2018-portraits --engine beam --beam-runner DataflowRunner -- \\
           --project my-project --region us-central1 --temp_location gs://my-bucket/tmp \\
           --sdk_container_image gcr.io/my-project/curate-beam:latest
+      DANBOORU=s3://my-dumps/danbooru2018 WORK=s3://my-work \\
+          curate run danbooru2018-portraits --engine beam -- --s3_region_name eu-west-1
     """
     from curate.beam.engine import engine_for
 
     chosen = engine_for(engine, beam_runner, list(beam_options))
     p = load(resolve(pipeline), list(overrides))
     if dry_run:
+        check_engine(p, None if chosen.name == "local" else chosen)
         for s in plan(p, start, stop):
             click.echo(f"{s['action']:4s} {s['stage']:7s} {s['why']:26s} curate {s['stage']} {' '.join(s['argv'])}")
         return

@@ -37,6 +37,7 @@ import click
 from curate import __version__
 from curate.core.atomic import write_json
 from curate.core.errors import CurateError, environment_failure
+from curate.core.location import RemotePath, as_location, is_url
 from curate.core.lock import stage_lock
 from curate.core.settings import SettingError, convert, parse_assignment
 
@@ -99,8 +100,8 @@ class Pipeline:
 
     name: str
     source: Path
-    input: Path
-    workdir: Path
+    input: Path | RemotePath  # a URL (object storage) for the Beam engine: curate.core.location
+    workdir: Path | RemotePath
     stages: dict[str, dict[str, Any]]  # stage -> options, in run order
     description: str = ""
     progress: bool = True
@@ -172,8 +173,8 @@ def load(path: Path, overrides: list[str] = (), progress: bool = True) -> Pipeli
         stages.setdefault(stage, {})[option.replace("-", "_")] = value
     stages = {name: stages[name] for name in ORDER if name in stages}
     return Pipeline(
-        name=str(doc.get("name", path.stem)), source=path, input=Path(_expand(str(doc["input"]))),
-        workdir=Path(_expand(str(doc["workdir"]))), stages=stages, description=str(doc.get("description", "")),
+        name=str(doc.get("name", path.stem)), source=path, input=as_location(_expand(str(doc["input"]))),
+        workdir=as_location(_expand(str(doc["workdir"]))), stages=stages, description=str(doc.get("description", "")),
         progress=progress,
     )
 
@@ -224,13 +225,15 @@ def option_args(command: click.Command, stage: str, options: dict[str, Any]) -> 
     return out
 
 
-def _file_facts(path: Path) -> list[Any]:
+def _file_facts(path: Path | RemotePath) -> list[Any]:
     if not path.exists():
         return [str(path), None]
-    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-    if path.is_dir() and (path / "metadata").is_dir():
-        files = sorted(f for f in (path / "metadata").rglob("*") if f.is_file())  # a dump: its metadata
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    if path.is_dir():
+        folder = path / "metadata" if (path / "metadata").is_dir() else path  # a dump: its metadata
+        files = sorted(f for f in folder.rglob("*") if isinstance(f, RemotePath) or f.is_file())
+    else:
+        files = [path]
+    return [[str(f), (st := f.stat()).st_size, st.st_mtime_ns] for f in files]
 
 
 def read_state(p: Pipeline) -> dict[str, Any]:
@@ -280,16 +283,26 @@ def plan(p: Pipeline, start: str | None = None, stop: str | None = None) -> list
     return steps
 
 
+def check_engine(p: Pipeline, engine: Any = None) -> None:
+    """PipelineError (one line) when the pipeline's input or workdir is a URL and the engine is local."""
+    remote = next((str(x) for x in (p.input, p.workdir) if is_url(x)), None)
+    if remote and (engine is None or engine.name != "beam"):
+        raise PipelineError(f"{remote} is on object storage, which only the Beam engine reaches: "
+                            f"curate run {p.source} --engine beam")
+
+
 def run(p: Pipeline, start: str | None = None, stop: str | None = None,
         echo: Callable[[str], None] = print, engine: Any = None) -> list[dict[str, Any]]:
     """Print the plan, then run the stages that need it, recording each finished one.
 
     Holds the workdir's run lock throughout (LockedError if another live run has it). `engine`
     (curate.core.engine) does the stages' work; None: the local process pool."""
+    check_engine(p, engine)
     with contextlib.ExitStack() as held:
         try:
             p.workdir.mkdir(parents=True, exist_ok=True)
-            held.enter_context(stage_lock(p.workdir / ".run.lock", f"the pipeline workdir {p.workdir}"))
+            if not is_url(p.workdir):  # an object store has no locks: one run per workdir is the user's to keep
+                held.enter_context(stage_lock(p.workdir / ".run.lock", f"the pipeline workdir {p.workdir}"))
         except OSError as e:  # a read-only or full workdir: name it, not the lock file inside it
             raise environment_failure(e, p.workdir) from None
         return _run_locked(p, start, stop, echo, engine)
@@ -330,6 +343,10 @@ def _run_locked(p: Pipeline, start: str | None, stop: str | None,
         echo(f"  {s['action']:4s} {s['stage']:7s} {s['why']:26s} curate {s['stage']} {' '.join(s['argv'])}")
     if not any(s["action"] == "run" for s in steps):
         echo("nothing to do: every stage is up to date")
+        if not is_url(p.workdir) and not (p.workdir / REPORT).exists():
+            write_report(p, echo)
+        elif not is_url(p.workdir):
+            echo(f"report: {p.workdir / REPORT}")
         return steps
     state = read_state(p)
     for s in steps:
@@ -343,4 +360,20 @@ def _run_locked(p: Pipeline, start: str | None, stop: str | None,
         state[s["stage"]] = {"fingerprint": s["fingerprint"], "seconds": round(time.perf_counter() - t0, 2),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json(p.state_file, state)
+    write_report(p, echo)
     return steps
+
+
+REPORT = "report.html"
+
+
+def write_report(p: Pipeline, echo: Callable[[str], None] = print) -> None:
+    """The workdir's report.html (curate report), rewritten after every run that did something."""
+    if is_url(p.workdir):
+        echo(f"report: {p.workdir} is on object storage; copy it down (gsutil -m cp -r, aws s3 sync) "
+             "and run `curate report DIR` there")
+        return
+    from curate.report.build import build
+
+    path = build(p.workdir, p.workdir / REPORT)
+    echo(f"report: {path} (open it in a browser: the funnel, plots and sample grids of this run)")

@@ -6,6 +6,8 @@ Routes:
     GET  /thumb/{row}      the thumbnail of crops-table row `row` (only listed crops; cached on disk)
     POST /api/decide       {"crop_ids": [...], "status": "rejected", "origin": "grid"}  -> changes + counts
     POST /api/undo         {}                                                        -> changes + counts
+    GET  /api/model?below=P   the reject model's state, figures, and how many pending crops are below P
+    POST /api/accept-below {"p": 0.05}: accept every pending crop with p_reject < p (one undoable action)
     GET  /static/...       the page's CSS and JS (served from the package: no CDN, no build step)
 
 Safety: every request must name an allowed Host (DNS rebinding); a POST must be same-origin (Origin and
@@ -135,7 +137,7 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
         q = request.query_params
         status = q.get("status", "")
         label = q.get("reason", "")
-        sort = q.get("sort", "score")
+        sort = q.get("sort", session.default_sort())
         try:
             start = max(0, int(q.get("start", 0)))
             size = min(MAX_PAGE, max(1, int(q.get("n", per_page))))
@@ -144,7 +146,7 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
         return {
             "status": status if status in REVIEW_STATUSES else "",
             "reason": label if label in index.label_names else "",
-            "sort": sort if sort in SORTS else "score",
+            "sort": sort if sort in SORTS else session.default_sort(),
             "start": start,
             "n": size,
         }
@@ -165,7 +167,27 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
             "prev_href": link(page["prev_start"]), "next_href": link(page["next_start"]),
             "first_href": link(0) if page["offset"] > 0 else None,
             "thumb_w": thumbs.size[0], "thumb_h": thumbs.size[1], "workdir": str(session.workdir.root),
+            "model": session.model_summary(),
         }, headers={"Cache-Control": "no-store"})
+
+    def api_model(request: Request) -> Response:
+        try:
+            below = float(request.query_params.get("below", 0.05))
+        except ValueError:
+            below = 0.05
+        return JSONResponse({**session.model_summary(min(1.0, max(0.0, below))), "counts": session.counts()},
+                            headers={"Cache-Control": "no-store"})
+
+    async def accept_below(request: Request) -> Response:
+        body, refusal = await checked_post(request)
+        if refusal:
+            return refusal
+        p = body.get("p") if isinstance(body, dict) else None
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+            return _refuse(400, "send {p: a probability in (0, 1]}")
+        if session.model is None or not session.model_summary()["ready"]:
+            return _refuse(409, "there is no reject model yet: decide more crops first")
+        return await changed_response(session.accept_below, float(p))
 
     def api_page(request: Request) -> Response:
         q = query(request)
@@ -235,6 +257,8 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
         Route("/thumb/{row:int}", thumb),
         Route("/api/decide", decide, methods=["POST"]),
         Route("/api/undo", undo, methods=["POST"]),
+        Route("/api/model", api_model),
+        Route("/api/accept-below", accept_below, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ])
     return HostCheck(app, allowed_hosts)

@@ -77,6 +77,7 @@ def review_group() -> None:
     \b
     Examples:
       curate review grid work                       # then open the printed URL
+      curate review rank work                       # rank the crops by what you rejected so far
       curate review export work --format csv --out decisions.csv
       curate review sheet work --status rejected --out rejected.png
     """
@@ -93,7 +94,9 @@ def review_group() -> None:
 def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
     """Serve the review grid for WORKDIR on a local web page and print its URL.
 
-    Crops are shown most doubtful first (lowest person score). Keys: arrows move, x rejects
+    Crops are shown most doubtful first: by the reject model once it exists (it learns from your
+    decisions in the background, after 10 rejected and 10 accepted, and the header estimates how
+    many bad crops are left), else by lowest person score. Keys: arrows move, x rejects
     (again: back to pending), a accepts every pending crop on the page, u undoes, n/p change
     page, ? lists the keys. Each decision is committed before the page shows it; one the log
     cannot take (disk full) is refused with the reason and can be made again once there is room.
@@ -134,14 +137,50 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
                f"{c['rejected']:,} rejected{dup})")
     click.echo(f"review: open http://{shown}:{bound}/   (Ctrl+C to stop)", nl=True)
     sys.stdout.flush()
+    from curate.review.rank import BackgroundRanker
+
+    ranker = BackgroundRanker(session).start(now=True)  # trains now if the log already supports a model
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     try:
         server.run(sockets=[sock])
     finally:
+        ranker.stop()
         c = session.counts()
         session.close()
         click.echo(f"review: {c['total']:,} crops: {c['accepted']:,} accepted, {c['rejected']:,} rejected, "
                    f"{c['pending']:,} pending -> {wd.review_db}")
+
+
+@review_group.command("rank")
+@click.argument("workdir", type=_WORKDIR)
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes for the image features of crops not seen before  [default: one per core]")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def rank_command(workdir: Path, workers: int | None, progress: bool) -> None:
+    """Train the reject model on WORKDIR's review decisions and rank every crop by p_reject.
+
+    Every latest decision in review.sqlite counts (grid, batch or import): rejected crops are the
+    positives, accepted ones the negatives. With at least 10 of each, a calibrated logistic
+    regression on each crop's features (the crop and score tables' numbers, colour histograms and
+    edge directions of the image) predicts for every crop the probability that you would reject it.
+    Writes WORKDIR/review.rank.parquet (crop_id, p_reject) and review.rank.json (held-out AUC, the
+    estimate of bad crops left among the unreviewed, with a 90% interval); the grid then shows the
+    likely-bad crops first. Image features are kept in review.features.parquet: a rerun computes
+    only new crops. The grid retrains by itself as you decide; this command is for scripts.
+
+    \b
+    Examples:
+      curate review rank work
+      curate review rank work && curate review export work --all --status pending --out todo.csv
+    """
+    from curate.review.rank import summary_line, train_and_rank, write_ranking
+
+    wd = Workdir(workdir)
+    if not wd.crops_table.exists():
+        raise click.UsageError(f"{wd.crops_table} does not exist; give the workdir `curate crop` wrote")
+    ranking = train_and_rank(wd, workers=workers, progress=progress)
+    write_ranking(wd, ranking)
+    click.echo(summary_line(ranking, wd))
 
 
 @review_group.command("export")
@@ -152,19 +191,27 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
               help="Write here (atomically)  [default: standard output]")
 @click.option("--history", is_flag=True, help="Every decision row (undos included), not only each crop's latest.")
 @click.option("--status", type=click.Choice(REVIEW_STATUSES), default=None, help="Only rows with this status.")
-def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, status: str | None) -> None:
+@click.option("--all", "every_crop", is_flag=True,
+              help="Every crop of the crops table: never-decided crops too, as pending (not with --history).")
+def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, status: str | None,
+                   every_crop: bool) -> None:
     """Write the review decisions of WORKDIR as CSV or JSON.
 
     One row per decided crop (its latest decision: crop_id, status, decided_at, origin, number of
-    decisions, post_id, file), or with --history every row of the log (seq, crop_id, status,
-    decided_at, origin, post_id, file). Crops never decided are pending and not listed.
+    decisions, post_id, file, p_reject), or with --history every row of the log (seq, crop_id,
+    status, decided_at, origin, post_id, file, p_reject). Crops never decided are pending and
+    listed only with --all. p_reject is the reject model's probability that the reviewer would
+    reject the crop (`curate review rank`), empty before the first ranking.
 
     \b
     Examples:
       curate review export work --format csv --out decisions.csv
       curate review export work --format json --status rejected
+      curate review export work --all --status pending --out unreviewed.csv
       curate review export work --history --format json --out history.json
     """
+    if every_crop and history:
+        raise click.UsageError("--all lists each crop once; --history lists every decision row: choose one")
     from curate.core.atomic import write_bytes
     from curate.core.errors import environment_failure
     from curate.review.session import export_rows
@@ -172,12 +219,12 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
     wd = Workdir(workdir)
     if out is not None:
         _refuse_clobbering(out, wd, [wd.crops_table])
-    rows = export_rows(wd, history=history, status=status)
+    rows = export_rows(wd, history=history, status=status, every_crop=every_crop)
     if fmt == "json":
         text = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"
     else:
         fields = (["seq"] if history else []) + ["crop_id", "status", "decided_at", "origin"] + \
-                 ([] if history else ["decisions"]) + ["post_id", "file"]
+                 ([] if history else ["decisions"]) + ["post_id", "file", "p_reject"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
@@ -190,7 +237,7 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
             raise environment_failure(e, "standard output") from None
     else:
         write_bytes(out, text.encode())
-    what = "decision rows" if history else "decided crops"
+    what = "decision rows" if history else "crops" if every_crop else "decided crops"
     click.echo(f"review export: {len(rows):,} {what} -> {out or 'stdout'}", err=out is None)
 
 
@@ -202,7 +249,7 @@ def export_command(workdir: Path, fmt: str, out: Path | None, history: bool, sta
               help="Show crops whose current status is this.")
 @click.option("--reason", default=None, metavar="LABEL",
               help="Only crops with this score label (a score reject reason, 'kept' or 'unscored').")
-@click.option("--sort", type=click.Choice(list(SORTS)), default="score", show_default=True, help="Order of the tiles.")
+@click.option("--sort", type=click.Choice([k for k in SORTS if k != "reject"]), default="score", show_default=True, help="Order of the tiles.")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
               help="At most this many crops.")
 @click.option("--columns", type=click.IntRange(1, 200), default=20, show_default=True, metavar="N",

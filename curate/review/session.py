@@ -39,6 +39,7 @@ from curate.core.reviewlog import log_failure, read_log
 from curate.core.workdir import REVIEW_SQL, REVIEW_STATUSES, Workdir
 
 SORTS = {
+    "reject": "most likely rejected first (the reject model)",
     "score": "person score, lowest (most doubtful) first",
     "-score": "person score, highest first",
     "table": "crops table order",
@@ -288,6 +289,69 @@ class ReviewSession:
         self.undo_stack: list[Action] = []
         self._lock = threading.RLock()
         self._replay(self.store.history())
+        # the reject model's view (curate.review.rank): p_reject per row, NaN until a model ranks it
+        self.p_reject = np.full(len(self.index), np.nan, np.float32)
+        self.model: dict[str, Any] | None = None  # review.rank.json of the ranking in use
+        self.training = False  # a background ranker is fitting a model now
+        self.model_problem: str | None = None  # why the last training failed (the page says it)
+        self._reject_order: np.ndarray | None = None
+        self.listeners: list = []  # called after every change of a status (the background ranker)
+        self._load_ranking()
+
+    def _load_ranking(self) -> None:
+        from curate.review.rank import read_ranking
+
+        p, info = read_ranking(self.workdir)
+        self.set_ranking(p, info)
+
+    def set_ranking(self, p_reject: dict[str, float], info: dict[str, Any] | None) -> None:
+        """Use a ranking (crop_id -> p_reject; empty: no model) and the figures it came with."""
+        arr = np.full(len(self.index), np.nan, np.float32)
+        for cid, p in p_reject.items():
+            row = self.index.position.get(cid)
+            if row is not None and p is not None:
+                arr[row] = p
+        order = None
+        if p_reject:
+            key = np.where(np.isnan(arr), np.inf, -arr)  # most likely rejected first, unranked last
+            order = np.argsort(key, kind="stable").astype(np.int32)
+        with self._lock:
+            self.p_reject, self._reject_order, self.model = arr, order, info
+
+    def default_sort(self) -> str:
+        """The grid's order when the page names none: the reject model's once there is one."""
+        return "reject" if self._reject_order is not None else "score"
+
+    def order(self, sort: str) -> np.ndarray:
+        if sort == "reject":
+            return self._reject_order if self._reject_order is not None else self.index.order("score")
+        return self.index.order(sort)
+
+    def below(self, p: float) -> np.ndarray:
+        """Rows of pending crops whose p_reject is below p (never-ranked crops are not)."""
+        with self._lock:
+            return np.flatnonzero((self.status == 0) & (self.p_reject < p))
+
+    def accept_below(self, p: float) -> list[dict[str, str]]:
+        """Accept every pending crop with p_reject below p: one logged decision each, one undoable action."""
+        with self._lock:
+            ids = [self.index.crop_ids[r] for r in self.below(p)]
+            return self.decide(ids, "accepted", origin="accept-below") if ids else []
+
+    def model_summary(self, below: float = 0.05) -> dict[str, Any]:
+        """What the page's header says about the reject model."""
+        info = self.model or {}
+        out: dict[str, Any] = {"ready": self._reject_order is not None, "training": self.training,
+                               "problem": self.model_problem,
+                               "decisions": info.get("decisions"), "why": info.get("why"),
+                               "below": {"p": below, "crops": int(len(self.below(below)))}}
+        if self._reject_order is not None and info.get("estimate"):
+            out.update(auc=info["held_out"]["auc"], held_out=info["held_out"]["decisions"], estimate=info["estimate"])
+        return out
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            listener()
 
     def _replay(self, history: list[tuple]) -> None:
         """Rebuild statuses and the undo stack from the log: one action = rows sharing (decided_at, origin)."""
@@ -335,7 +399,7 @@ class ReviewSession:
         """
         size = max(1, min(int(size), MAX_PAGE))
         with self._lock:
-            order = self.index.order(sort)
+            order = self.order(sort)
             ranks = np.flatnonzero(match_mask(self.index, self.status, status, label)[order])
             k = int(np.searchsorted(ranks, max(0, int(start))))
             chosen = ranks[k:k + size]
@@ -344,6 +408,8 @@ class ReviewSession:
                 row = int(order[r])
                 it = self.index.item(row)
                 it["status"] = REVIEW_STATUSES[self.status[row]]
+                p = float(self.p_reject[row])
+                it["p_reject"] = None if np.isnan(p) else round(p, 3)
                 items.append(it)
             return {
                 "items": items,
@@ -372,7 +438,8 @@ class ReviewSession:
                 self.status[row] = code
             self.undo_stack.append(Action(origin, [(cid, prev) for cid, _, prev in rows]))
             del self.undo_stack[:-UNDO_DEPTH]
-            return [{"crop_id": cid, "status": status} for cid, _, _ in rows]
+        self._changed()
+        return [{"crop_id": cid, "status": status} for cid, _, _ in rows]
 
     def undo(self) -> list[dict[str, str]]:
         """Revert the last action (appending rows with origin 'undo'); [] when there is none."""
@@ -386,7 +453,8 @@ class ReviewSession:
                 row = self.index.position.get(cid)
                 if row is not None:
                     self.status[row] = REVIEW_STATUSES.index(prev)
-            return [{"crop_id": cid, "status": prev} for cid, prev in action.previous]
+        self._changed()
+        return [{"crop_id": cid, "status": prev} for cid, prev in action.previous]
 
     def close(self) -> None:
         """Close the decision store."""
@@ -476,14 +544,25 @@ def current_decisions(workdir: Workdir) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def export_rows(workdir: Workdir, history: bool = False, status: str | None = None) -> list[dict[str, Any]]:
-    """Decisions as flat rows: each crop's latest (or, with history, every row), with post id and file."""
+def export_rows(workdir: Workdir, history: bool = False, status: str | None = None,
+                every_crop: bool = False) -> list[dict[str, Any]]:
+    """Decisions as flat rows: each crop's latest (or, with history, every row), with post id, file and
+    the reject model's p_reject (None before a ranking). `every_crop` adds each never-decided crop of
+    the crops table as `pending` (origin and decided_at empty, 0 decisions), in table order."""
+    from curate.review.rank import read_ranking
+
     if history:
         columns = ("seq", "crop_id", "status", "decided_at", "origin")
         rows = [dict(zip(columns, r)) for r in
                 read_log(workdir.review_db, f"SELECT {', '.join(columns)} FROM decisions ORDER BY seq")]
     else:
         rows = current_decisions(workdir)
+    if every_crop and not history and workdir.crops_table.exists():
+        seen = {r["crop_id"] for r in rows}
+        for cid in pq.read_table(workdir.crops_table, columns=["crop_id"]).column("crop_id").to_pylist():
+            if cid not in seen:
+                seen.add(cid)
+                rows.append({"crop_id": cid, "status": "pending", "decided_at": None, "origin": None, "decisions": 0})
     if status:
         rows = [r for r in rows if r["status"] == status]
     info: dict[str, tuple] = {}
@@ -493,8 +572,11 @@ def export_rows(workdir: Workdir, history: bool = False, status: str | None = No
         except (pa.ArrowInvalid, KeyError) as e:
             raise ReviewInputError(f"{workdir.crops_table} is not a crops table ({e})") from None
         info = {c: (p, f) for c, p, f in zip(t["crop_id"], t["post_id"], t["file"])}
+    p_reject, _ = read_ranking(workdir)
     for r in rows:
         r["post_id"], r["file"] = info.get(r["crop_id"], (None, None))
+        p = p_reject.get(r["crop_id"])
+        r["p_reject"] = None if p is None else round(float(p), 4)
     return rows
 
 

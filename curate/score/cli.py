@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from curate.core.engine import current_engine
+from curate.core.location import LocationType
 
 from curate.core.settings import default_of
 from curate.score.runner import run_score, summary_line
@@ -21,7 +22,7 @@ def _run(name: str):
 
 
 @click.command("score", context_settings={"max_content_width": 100})
-@click.argument("workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("workdir", type=LocationType(file_okay=False))
 @click.option("--scorer", type=click.Choice(("auto",) + SCORERS), default=_run("scorer"), show_default=True,
               help="auto = illustration2vec when installed (curate models list), else heuristic.")
 @click.option("--min-person", type=click.FloatRange(0, 1), default=_D.min_person, show_default=True, metavar="P",

@@ -32,6 +32,7 @@ from curate.core.image import read_bytes
 from curate.core.workdir import SCORES_SCHEMA, Workdir
 from curate.core.errors import CurateError, environment_failure, is_environment_error
 from curate.core.hashing import file_hash, file_sha256
+from curate.core.location import readable
 from curate.core.lock import stage_lock
 from curate.score.scorer import CropScorer, PART_SCHEMA, REASONS, ScoreRules, decide
 
@@ -69,7 +70,7 @@ def read_crops(workdir: Workdir) -> pa.Table:
     if not path.is_file():
         raise ScoreInputError(f"{path} not found; run 'curate crop' first (or give the workdir that holds crops.parquet)")
     try:
-        table = pq.read_table(path, columns=["crop_id", "file", "confidence"])
+        table = pq.read_table(readable(path), columns=["crop_id", "file", "confidence"])
     except (pa.ArrowInvalid, KeyError, OSError) as e:
         raise ScoreInputError(f"{path} is not a crops table with crop_id, file, confidence: {e}") from None
     return table

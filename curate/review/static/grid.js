@@ -15,7 +15,7 @@
   function describe(t) {
     const d = t.dataset;
     return `${d.id} · post ${d.post || "–"} · score ${d.score || "–"} (${d.label}) · ${d.status}` +
-      (d.tags ? ` · ${d.tags}` : "");
+      (d.p ? ` · p_reject ${d.p}` : "") + (d.tags ? ` · ${d.tags}` : "");
   }
 
   function setCursor(i) {
@@ -103,6 +103,46 @@
     });
   }
 
+  // The reject model trains in the background on the server: the header follows it, the tiles' order
+  // changes only when the reviewer moves to another page (never under the cursor).
+  const model = document.getElementById("model");
+  const modelText = document.getElementById("model-text");
+  const belowForm = document.getElementById("below-form");
+  const belowP = document.getElementById("below-p");
+  const belowN = document.getElementById("below-n");
+  const fmt = (v) => Math.round(v).toLocaleString("en-US");
+
+  async function refreshModel() {
+    try {
+      const r = await fetch(`/api/model?below=${encodeURIComponent(belowP.value)}`, { credentials: "same-origin" });
+      if (!r.ok) return;
+      const m = await r.json();
+      let text;
+      if (m.ready) {
+        const e = m.estimate;
+        text = `reject model: ${fmt(m.held_out)} decisions, held-out AUC ${m.auc.toFixed(2)}; about ` +
+          `${fmt(e.expected_bad)} bad crops among ${fmt(e.unreviewed)} unreviewed (90%: ${fmt(e.low)}–${fmt(e.high)})`;
+      } else {
+        text = `no reject model yet: ${m.why || "it learns once you have rejected and accepted 10 crops each"}`;
+      }
+      if (m.training) text += " · retraining…";
+      if (m.problem) text += ` · the last training failed (${m.problem})`;
+      modelText.textContent = text;
+      model.dataset.ready = m.ready ? "yes" : "no";
+      belowForm.hidden = !m.ready;
+      belowN.textContent = m.below.crops.toLocaleString("en-US");
+      showCounts(m.counts);
+    } catch (e) { /* the server is away: the next poll will tell */ }
+  }
+
+  function acceptBelow() {
+    const p = +belowP.value;
+    return send("/api/accept-below", () => [{ p }, []]).then((data) => {
+      if (data) toast.textContent = `accepted ${data.changed.length.toLocaleString("en-US")} crops below p ${p} (u undoes them all)`;
+      refreshModel();
+    });
+  }
+
   function setTile(px) {
     px = Math.max(40, Math.min(256, px));
     document.documentElement.style.setProperty("--tile", `${px}px`);
@@ -161,9 +201,12 @@
   }, true);
 
   document.getElementById("help-button").addEventListener("click", () => keys.showModal());
+  document.getElementById("accept-below").addEventListener("click", acceptBelow);
+  belowP.addEventListener("input", refreshModel);
+  setInterval(refreshModel, 3000);
   document.querySelectorAll("#filters select").forEach((s) =>
     s.addEventListener("change", () => document.getElementById("filters").submit()));
   size.addEventListener("input", () => setTile(+size.value));
   setTile(+(localStorage.getItem("curate-review-tile") || size.value));
-  window.curateReview = { idle: () => queue }; // lets a test wait until every decision is answered
+  window.curateReview = { idle: () => queue, refreshModel }; // lets a test wait until every decision is answered
 })();

@@ -1,0 +1,246 @@
+"""The reject model: learns from the reviewer's decisions which crops they would reject, and ranks the rest.
+
+Every latest decision in review.sqlite is a label, whatever its origin (grid, a batch, an import):
+`rejected` = 1, `accepted` = 0; `pending` and never-decided crops are the unreviewed ones. Once there
+are MIN_EACH of each, `train_and_rank` fits scikit-learn's logistic regression on the crops' features
+(curate.review.features: table and image features, standardised), calibrated with Platt scaling
+(`CalibratedClassifierCV`, sigmoid), and predicts for every crop `p_reject`, the probability that the
+reviewer would reject it. Everything is seeded: the same decision log gives the same predictions.
+
+How good it is comes from held-out decisions: `cross_val_predict` over stratified folds gives each
+decided crop a prediction from a model that never saw it; their AUC is reported, and so is the
+estimate of bad crops left among the unreviewed: the sum of their p_reject, with a 90% interval that
+combines the spread of that sum (each crop a coin with its own p) with how far the held-out
+predictions' total missed the held-out rejections (bootstrapped). The interval assumes the
+unreviewed crops are like the decided ones; a reviewer who looked only at the worst-ranked crops
+makes it optimistic, which the grid's header says.
+
+Outputs, written atomically: WORKDIR/review.rank.parquet (crop_id, p_reject, in crops-table order) and
+WORKDIR/review.rank.json (the decisions used, the held-out figures, the estimate). Without enough
+decisions of both kinds the ranking is removed and the json says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.core.atomic import atomic_path, write_json
+from curate.core.workdir import Workdir, latest_decisions
+from curate.review.features import image_feature_names, image_features, table_features
+
+MIN_EACH = 10  # decisions of each kind before a model is trained: fewer would rank by noise
+RANK_FILE, RANK_INFO = "review.rank.parquet", "review.rank.json"
+FOLDS = 5
+BOOTSTRAP = 400
+SEED = 0
+RANK_SCHEMA = pa.schema([("crop_id", pa.string()), ("p_reject", pa.float32())])
+
+
+@dataclass
+class Ranking:
+    """What a ranking run decided: the model's predictions (None without a model) and its figures."""
+
+    crop_ids: list[str]
+    p_reject: np.ndarray | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def labels_from_log(wd: Workdir) -> dict[str, int]:
+    """crop_id -> 1 (latest decision: rejected) or 0 (accepted); pending crops are not labels."""
+    return {c: int(s == "rejected") for c, s in latest_decisions(wd.review_db).items() if s in ("rejected", "accepted")}
+
+
+def feature_matrix(wd: Workdir, crops: pa.Table, workers: int | None = None,
+                   progress: bool = False) -> tuple[np.ndarray, list[str], int]:
+    """[N, D] features of every crop (crops-table order), their names, and how many crops were featurised now."""
+    scores = None
+    if wd.scores_table.exists():
+        scores = pq.read_table(wd.scores_table, columns=[c for c in ("crop_id", "person", "rating_safe",
+                               "rating_questionable", "rating_explicit", "top_tags", "top_probs")
+                               if c in pq.read_schema(wd.scores_table).names])
+    tab, names = table_features(crops, scores)
+    feats, reasons, computed = image_features(wd, crops, workers=workers, progress=progress)
+    inames = image_feature_names()
+    img = np.zeros((crops.num_rows, len(inames)), np.float32)
+    unreadable = np.zeros((crops.num_rows, 1), np.float32)
+    for i, cid in enumerate(crops.column("crop_id").to_pylist()):
+        v = feats.get(cid)
+        if v is not None and v.shape[0] == len(inames):
+            img[i] = v
+        else:
+            unreadable[i, 0] = 1.0  # a crop that cannot be read is a strong hint in itself
+    return np.concatenate([tab, img, unreadable], axis=1), names + inames + ["unreadable"], computed
+
+
+def make_model(seed: int = SEED, folds: int = 3):
+    """Standardised features -> L2 logistic regression, calibrated by Platt scaling on inner folds."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # Strong regularisation (C): hundreds of features and, at first, a few dozen decisions.
+    base = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000, class_weight="balanced"))
+    return CalibratedClassifierCV(base, method="sigmoid", cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+
+
+def _needs(counts: dict[str, int]) -> str | None:
+    missing = [f"{MIN_EACH - counts[k]} more {k}" for k in ("rejected", "accepted") if counts[k] < MIN_EACH]
+    return " and ".join(missing) if missing else None
+
+
+def train_and_rank(wd: Workdir, workers: int | None = None, progress: bool = False, seed: int = SEED) -> Ranking:
+    """Fit the reject model on the log's decisions and predict every crop (see the module's docstring)."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    t0 = time.perf_counter()
+    crops = pq.read_table(wd.crops_table)
+    ids = crops.column("crop_id").to_pylist()
+    labels = labels_from_log(wd)
+    where = {c: i for i, c in enumerate(ids)}
+    labelled = [(where[c], y) for c, y in labels.items() if c in where]
+    counts = {"rejected": sum(y for _, y in labelled), "accepted": sum(1 - y for _, y in labelled)}
+    info: dict[str, Any] = {"crops": len(ids), "decisions": counts, "min_each": MIN_EACH}
+    why = _needs(counts)
+    if why is not None:
+        info.update(model=None, why=f"the model needs {why} decisions")
+        return Ranking(ids, None, info)
+    X, names, computed = feature_matrix(wd, crops, workers=workers, progress=progress)
+    rows = np.array(sorted(i for i, _ in labelled), np.int64)
+    y = np.array([labels[ids[i]] for i in rows], np.int64)
+    folds = min(FOLDS, int(min(counts.values())))
+    held = cross_val_predict(make_model(seed), X[rows], y, method="predict_proba",
+                             cv=StratifiedKFold(folds, shuffle=True, random_state=seed))[:, 1]
+    model = make_model(seed).fit(X[rows], y)
+    p = model.predict_proba(X)[:, 1].astype(np.float32)
+    unreviewed = np.ones(len(ids), bool)
+    unreviewed[rows] = False
+    info.update(model="logistic regression (L2, C=0.05, balanced) on standardised features, Platt-calibrated",
+                features=len(names), featurised_now=computed, folds=folds,
+                held_out={"decisions": int(len(y)), "auc": round(float(roc_auc_score(y, held)), 4),
+                          "predicted_rejects": round(float(held.sum()), 2), "actual_rejects": int(y.sum())},
+                estimate=estimate_bad(p[unreviewed], held, y, seed), seconds=round(time.perf_counter() - t0, 2))
+    return Ranking(ids, p, info)
+
+
+def estimate_bad(p_unreviewed: np.ndarray, held: np.ndarray, y: np.ndarray, seed: int = SEED) -> dict[str, Any]:
+    """Expected bad crops among the unreviewed, with a 90% interval (see the module's docstring)."""
+    expected = float(p_unreviewed.sum())
+    spread = float(np.sqrt((p_unreviewed * (1 - p_unreviewed)).sum()))
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for _ in range(BOOTSTRAP):
+        pick = rng.integers(0, len(y), len(y))
+        predicted = held[pick].sum()
+        if predicted > 0:
+            ratios.append(y[pick].sum() / predicted)
+    lo_r, hi_r = (np.quantile(ratios, [0.05, 0.95]) if ratios else (1.0, 1.0))
+    low = max(0.0, expected * lo_r - 1.645 * spread)
+    high = min(float(len(p_unreviewed)), expected * hi_r + 1.645 * spread)
+    return {"unreviewed": int(len(p_unreviewed)), "expected_bad": round(expected, 1),
+            "low": round(low, 1), "high": round(high, 1)}
+
+
+def write_ranking(wd: Workdir, r: Ranking) -> None:
+    """review.rank.parquet (or its removal, without a model) and review.rank.json, each atomic."""
+    path = wd.root / RANK_FILE
+    if r.p_reject is None:
+        if path.exists():
+            os.unlink(path)  # a model the log no longer supports (decisions undone) must not rank the grid
+    else:
+        table = pa.table({"crop_id": r.crop_ids, "p_reject": r.p_reject}, schema=RANK_SCHEMA)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    write_json(wd.root / RANK_INFO, {**r.info, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def read_ranking(wd: Workdir) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """(crop_id -> p_reject, the info) as last written; ({}, None) before the first ranking."""
+    info = None
+    with_info = wd.root / RANK_INFO
+    if with_info.exists():
+        try:
+            info = json.loads(with_info.read_text())
+        except ValueError:
+            info = None
+    path = wd.root / RANK_FILE
+    if not path.exists():
+        return {}, info
+    try:
+        t = pq.read_table(path, schema=RANK_SCHEMA)
+    except (pa.ArrowException, OSError):
+        return {}, info
+    return dict(zip(t.column("crop_id").to_pylist(), t.column("p_reject").to_pylist())), info
+
+
+def summary_line(r: Ranking, wd: Workdir) -> str:
+    """The `curate review rank` summary."""
+    d = r.info["decisions"]
+    if r.p_reject is None:
+        return (f"rank: no model yet ({d['rejected']} rejected, {d['accepted']} accepted; {r.info['why']}); "
+                f"the grid keeps the score order")
+    e, h = r.info["estimate"], r.info["held_out"]
+    return (f"rank: model from {h['decisions']} decisions ({d['rejected']} rejected, {d['accepted']} accepted), "
+            f"held-out AUC {h['auc']:.2f}; {e['unreviewed']:,} unreviewed crops, about {e['expected_bad']:,.0f} bad "
+            f"(90% interval {e['low']:,.0f}-{e['high']:,.0f}) -> {wd.root / RANK_FILE}")
+
+
+class BackgroundRanker:
+    """Retrains the reject model in a daemon thread whenever decisions change; the grid never waits.
+
+    A change wakes it; it waits `settle` seconds for the reviewer's next few decisions, then trains
+    on the log as it is (train_and_rank), writes the ranking, and hands it to the session. A failure
+    is kept on the session (`model_problem`), shown by the page, and the grid goes on as before.
+    """
+
+    def __init__(self, session, settle: float = 2.0, workers: int = 1):
+        import threading
+
+        self.session, self.settle, self.workers = session, settle, workers
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="curate-ranker", daemon=True)
+        self.trained = 0  # rankings written, for tests and the page
+
+    def start(self, now: bool = False) -> "BackgroundRanker":
+        self.session.listeners.append(self.poke)
+        self._thread.start()
+        if now:
+            self._wake.set()
+        return self
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.wait(self.settle):
+                return
+            self._wake.clear()
+            s = self.session
+            s.training = True
+            try:
+                r = train_and_rank(s.workdir, workers=self.workers)
+                write_ranking(s.workdir, r)
+                s.set_ranking(dict(zip(r.crop_ids, r.p_reject.tolist())) if r.p_reject is not None else {}, r.info)
+                s.model_problem = None
+                self.trained += 1
+            except Exception as e:  # noqa: BLE001  the grid must keep working whatever the model does
+                s.model_problem = f"{type(e).__name__}: {e}"
+            finally:
+                s.training = False
