@@ -278,3 +278,27 @@ def test_an_option_beam_does_not_know_is_warned_about_once(capsys):
     for _ in range(2):
         engine._run(beam.Create([1]) | beam.Map(lambda x: x))
     assert capsys.readouterr().err.count("Beam knows no option --no_such_option") == 1
+
+
+def test_dedup_of_a_workdir_on_object_storage_matches_the_local_run(s3, tmp_path):
+    """dedup runs its local runner on a mirror of the bucket's workdir: the same table, and its state
+    kept in the bucket, so a rerun with nothing new is up to date and more crops are searched alone."""
+    from curate.beam.engine import BeamEngine
+    from curate.dedup import DedupConfig
+    from curate.dedup.runner import run_dedup
+    from test_dedup import make_workdir, many
+
+    local = make_workdir(tmp_path / "local", many(9))
+    run_dedup(local, workers=1, progress=False)
+    work = s3.bucket("work") + "/w"
+    s3.upload_tree(make_workdir(tmp_path / "up", many(9)).root, work)
+    engine = BeamEngine("FnApiRunner", s3.beam_options)
+    stats = engine.dedup(work, DedupConfig(), workers=1, progress=False)
+    assert stats["near_duplicate"] == 3 and stats["output"] == work + "/dedup.parquet"
+    back = s3.download_tree(work, tmp_path / "back")
+    assert (back / "dedup.parquet").read_bytes() == local.dedup_table.read_bytes()
+    assert any(k.startswith(".dedup-state/") for k in s3.keys(work))
+    assert engine.dedup(work, DedupConfig(), workers=1, progress=False)["up_to_date"]
+    s3.upload_tree(make_workdir(tmp_path / "more", {**many(9), **many(3, start=9)}).root, work)
+    again = engine.dedup(work, DedupConfig(), workers=1, progress=False)
+    assert again["searched_now"] == 3 and again["hashed_now"] == 3

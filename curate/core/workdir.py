@@ -170,5 +170,5 @@ def near_duplicates(workdir: Workdir) -> pa.Array:
     if made_from != file_sha256(workdir.crops_table):
         raise InputError(f"{workdir.dedup_table} was made from another crops.parquet (or its stats are missing); "
                          f"rerun 'curate dedup {workdir.root}', or delete it to keep every crop")
-    table = pq.read_table(workdir.dedup_table, columns=["crop_id", "reason"])
+    table = pq.read_table(readable(workdir.dedup_table), columns=["crop_id", "reason"])
     return pc.filter(table.column("crop_id"), pc.equal(table.column("reason"), "near_duplicate"))

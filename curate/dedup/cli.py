@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from curate.core.engine import current_engine
+from curate.core.location import LocationType
 from curate.core.settings import default_of
 from curate.dedup.runner import summary_line
 from curate.dedup.unit import DedupConfig
 
 
 @click.command("dedup", context_settings={"max_content_width": 100})
-@click.argument("workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("workdir", type=LocationType(file_okay=False))
 @click.option("--threshold", type=click.IntRange(0, 16), default=default_of(DedupConfig, "threshold"),
               show_default=True, metavar="BITS",
               help="Near-duplicates differ in at most BITS of their 64-bit perceptual hashes (docs/dedup.md: "

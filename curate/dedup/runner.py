@@ -41,6 +41,7 @@ from curate.core.atomic import atomic_path, write_json
 from curate.core.errors import CurateError, environment_failure, is_environment_error
 from curate.core.hashing import file_sha256
 from curate.core.image import DecodeFailure, read_bytes
+from curate.core.location import readable
 from curate.core.lock import stage_lock
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import DEDUP_SCHEMA, Workdir
@@ -101,7 +102,7 @@ def read_crops(wd: Workdir) -> pa.Table:
     if not path.is_file():
         raise DedupInputError(f"{path} not found; run 'curate crop' first (or give the workdir that holds crops.parquet)")
     try:
-        return pq.read_table(path, columns=["crop_id", "file", "face_w", "face_h"])
+        return pq.read_table(readable(path), columns=["crop_id", "file", "face_w", "face_h"])
     except (pa.ArrowInvalid, KeyError, OSError) as e:
         if isinstance(e, OSError) and is_environment_error(e):
             raise
