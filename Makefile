@@ -68,6 +68,8 @@ bench: dev  ## run the benchmarks in bench/ (slow; prints figures, asserts nothi
 	$(PY) bench/review.py
 	$(PY) bench/review_rank.py
 	$(PY) bench/pack.py
+	$(PY) bench/dedup.py
+	$(PY) bench/dedup_threshold.py
 	$(PY) bench/beam.py
 	$(PY) bench/train.py
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "filter": "curate.filter.cli:filter_command",
     "crop": "curate.crop.cli:crop_command",
     "score": "curate.score.cli:score_command",
+    "dedup": "curate.dedup.cli:dedup_command",
     "review": "curate.review.cli:review_group",
     "pack": "curate.dataset.pack_cli:pack_command",
     "inspect": "curate.dataset.inspect_cli:inspect_command",
@@ -100,6 +101,7 @@ def cli() -> None:
       filter   metadata -> FILTERED.parquet   (favorites, date, tags, rating, size)
       crop     FILTERED.parquet or a folder -> WORKDIR/crops/ + crops.parquet   (512x256 face portraits)
       score    WORKDIR crops -> scores.parquet (illustration2vec person probability, or a heuristic)
+      dedup    WORKDIR crops -> dedup.parquet  (near-duplicates by perceptual hash; pack leaves them out)
       review   crops -> WORKDIR/review.sqlite  (browser grid; export; contact sheet)
       pack     WORKDIR -> multi-resolution TFRecords + dataset.json (512x256 .. 4x2)
       inspect  read a packed dataset back with tf.data; check hashes, counts, shapes

@@ -31,7 +31,7 @@ from curate.crop.cropper import CropConfig, Source
 from curate.crop.runner import open_sources, run_crop
 from curate.core.workdir import Workdir
 from curate.filter.runner import FilterRules, run_filter
-from curate.testing.metadata import metadata_lines
+from curate.testing.metadata import metadata_lines, with_copies_and_families
 
 IN_PROCESS = ["--runner=FnApiRunner"]
 TWO_PROCESSES = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -87,6 +87,21 @@ def test_filter_keeps_the_same_posts_with_the_same_reasons(metadata, tmp_path, r
     same_stats(local, beam_stats)
     assert local["bad_reasons"] == {"bad_value": 1, "malformed_json": 1}
     assert local["removed"].get("duplicate", 0) > 0 or local["kept"] == 0
+
+
+@pytest.mark.parametrize("rules", [FilterRules(exclude_tags=frozenset()),
+                                   FilterRules(exclude_tags=frozenset(), one_per_family=True, max_age_years=6)],
+                         ids=["copies", "one-per-family"])
+def test_same_pictures_and_families_are_removed_alike(tmp_path, rules):
+    lines = with_copies_and_families(list(metadata_lines(2000, seed=5, generation="mixed")), seed=2)
+    (tmp_path / "posts.json").write_text("\n".join(lines) + "\n")
+    metadata = [str(tmp_path / "posts.json")]
+    local = run_filter(metadata, tmp_path / "local.parquet", rules, workers=1, progress=False, block_bytes=1 << 17)
+    run_beam(FilterTransform(metadata, str(tmp_path / "beam.parquet"), rules, block_bytes=1 << 17), IN_PROCESS)
+    assert pq.read_table(tmp_path / "beam.parquet").equals(pq.read_table(tmp_path / "local.parquet"))
+    same_stats(local, json.loads((tmp_path / "beam.stats.json").read_text()))
+    assert local["removed"]["duplicate_file"] > 5
+    assert (local["removed"].get("family_variant", 0) > 5) == rules.one_per_family
 
 
 def test_crop_on_two_beam_workers_writes_the_same_crops(sample_root, tmp_path):
@@ -276,3 +291,27 @@ def test_an_option_beam_does_not_know_is_warned_about_once(capsys):
     for _ in range(2):
         engine._run(beam.Create([1]) | beam.Map(lambda x: x))
     assert capsys.readouterr().err.count("Beam knows no option --no_such_option") == 1
+
+
+def test_dedup_of_a_workdir_on_object_storage_matches_the_local_run(s3, tmp_path):
+    """dedup runs its local runner on a mirror of the bucket's workdir: the same table, and its state
+    kept in the bucket, so a rerun with nothing new is up to date and more crops are searched alone."""
+    from curate.beam.engine import BeamEngine
+    from curate.dedup import DedupConfig
+    from curate.dedup.runner import run_dedup
+    from test_dedup import make_workdir, many
+
+    local = make_workdir(tmp_path / "local", many(9))
+    run_dedup(local, workers=1, progress=False)
+    work = s3.bucket("work") + "/w"
+    s3.upload_tree(make_workdir(tmp_path / "up", many(9)).root, work)
+    engine = BeamEngine("FnApiRunner", s3.beam_options)
+    stats = engine.dedup(work, DedupConfig(), workers=1, progress=False)
+    assert stats["near_duplicate"] == 3 and stats["output"] == work + "/dedup.parquet"
+    back = s3.download_tree(work, tmp_path / "back")
+    assert (back / "dedup.parquet").read_bytes() == local.dedup_table.read_bytes()
+    assert any(k.startswith(".dedup-state/") for k in s3.keys(work))
+    assert engine.dedup(work, DedupConfig(), workers=1, progress=False)["up_to_date"]
+    s3.upload_tree(make_workdir(tmp_path / "more", {**many(9), **many(3, start=9)}).root, work)
+    again = engine.dedup(work, DedupConfig(), workers=1, progress=False)
+    assert again["searched_now"] == 3 and again["hashed_now"] == 3

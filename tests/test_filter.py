@@ -18,7 +18,7 @@ import pytest
 
 from curate.filter import runner as filt
 from curate.filter.runner import RULES, FilterRules, run_filter, stats_path
-from curate.testing.metadata import metadata_lines, naive_filter_ids
+from curate.testing.metadata import metadata_lines, naive_filter_ids, with_copies_and_families
 from curate.filter.metadata import Post, decode_line, parse_timestamp
 
 US_DAY = 86400 * 1_000_000
@@ -250,3 +250,61 @@ def test_real_sample(sample_root, tmp_path):
     table = pq.read_table(out)
     assert stats["kept"] == table.num_rows > 0
     assert all((sample_root / p).is_file() for p in table.column("path").to_pylist())
+
+
+OPEN = dict(exclude_tags=frozenset(), ratings=frozenset("gsqe"))  # most posts reach the whole-input rules
+
+
+@pytest.mark.parametrize("rules", [FilterRules(**OPEN), FilterRules(one_per_family=True, **OPEN),
+                                   FilterRules(one_per_family=True, min_favs=2, max_age_years=6, **OPEN)],
+                         ids=["copies", "one-per-family", "one-per-family-age-window"])
+def test_same_pictures_and_families_match_the_naive_reference(tmp_path, rules):
+    lines = with_copies_and_families(list(metadata_lines(3000, seed=11, generation="mixed")), seed=3)
+    path = write_lines(tmp_path / "posts.json", lines)
+    stats = run_filter([path], tmp_path / "out.parquet", rules, workers=2, block_bytes=60_000, progress=False)
+    got = pq.read_table(tmp_path / "out.parquet").column("id").to_pylist()
+    assert got == naive_filter_ids(lines, rules)
+    assert stats["removed"]["duplicate_file"] > 5
+    assert (stats["removed"].get("family_variant", 0) > 5) == rules.one_per_family
+    assert stats["removed"].get("max_age", 0) > 20 or not rules.max_age_years
+    assert stats["posts"] == stats["kept"] + sum(stats["removed"].values())
+
+
+def api_line(post_id: int, **kw) -> str:
+    base = dict(id=post_id, created_at="2018-06-01T00:00:00+00:00", rating="s", image_width=1000,
+                image_height=1500, file_ext="jpg", fav_count=5, tag_string_general="1girl solo")
+    return json.dumps({**base, **kw})
+
+
+def test_duplicate_file_keeps_the_first_copy_by_md5_then_pixel_hash(tmp_path):
+    lines = [api_line(1, md5="a" * 32), api_line(2, md5="a" * 32),  # the same file twice
+             api_line(3, md5="b" * 32, pixel_hash="p1"), api_line(4, md5="c" * 32, media_asset={"pixel_hash": "p1"}),
+             api_line(5, md5="d" * 32, pixel_hash="", media_asset=None), api_line(6, md5=None),
+             api_line(7), api_line(8, md5="a" * 32, is_deleted=True)]
+    out = tmp_path / "out.parquet"
+    stats = run_filter([write_lines(tmp_path / "p.json", lines)], out, FilterRules(), workers=1, progress=False)
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == [1, 3, 5, 6, 7]
+    assert table.column("pixel_hash").to_pylist() == [None, "p1", None, None, None]
+    assert stats["removed"] == {"deleted": 1, "duplicate_file": 2}
+
+
+def test_one_per_family_keeps_the_most_favourited_then_the_lowest_id(tmp_path):
+    lines = [api_line(10, fav_count=3), api_line(11, parent_id=10, fav_count=9), api_line(12, parent_id=10, fav_count=9),
+             api_line(20, fav_count=4), api_line(21, parent_id=20, fav_count=4),
+             api_line(30, parent_id=None), '{"id":"40","created_at":"2018-01-01 00:00:00 UTC","rating":"s",'
+             '"image_width":"900","image_height":"900","file_ext":"jpg","favs":[],"tags":[],"parent_id":"0"}',
+             api_line(41, parent_id=99, fav_count=1), api_line(42, parent_id=99, fav_count=2)]
+    out = tmp_path / "out.parquet"
+    path = write_lines(tmp_path / "p.json", lines)
+    stats = run_filter([path], out, FilterRules(one_per_family=True), workers=1, progress=False)
+    assert pq.read_table(out).column("id").to_pylist() == [11, 20, 30, 40, 42]  # 99 is not in the input
+    assert stats["removed"] == {"family_variant": 4}
+    off = run_filter([path], tmp_path / "off.parquet", FilterRules(), workers=1, progress=False)
+    assert off["kept"] == 9 and pq.read_table(tmp_path / "off.parquet").column("parent_id").to_pylist()[:3] == [None, 10, 10]
+
+
+def test_an_unusable_parent_id_is_a_bad_line(tmp_path):
+    path = write_lines(tmp_path / "p.json", [api_line(1, parent_id="x1"), api_line(2, parent_id=-4), api_line(3)])
+    stats = run_filter([path], tmp_path / "o.parquet", FilterRules(), workers=1, progress=False)
+    assert stats["kept"] == 1 and stats["bad_reasons"] == {"bad_value": 2}

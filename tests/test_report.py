@@ -64,3 +64,18 @@ def test_report_of_an_empty_workdir_says_nothing_ran(tmp_path):
     (tmp_path / "w").mkdir()
     text = build(tmp_path / "w").read_text()
     assert "No stage has run in this workdir yet." in text and "<img" not in text
+
+
+def test_report_shows_the_near_duplicates_removed_and_a_sheet_of_their_groups(tmp_path):
+    from curate.dedup.runner import run_dedup
+    from test_dedup import make_workdir, many
+
+    wd = make_workdir(tmp_path / "w", many(9))  # three pictures each with a JPEG copy
+    run_dedup(wd, workers=1, progress=False)
+    page = _Page()
+    page.feed(build(wd.root, samples=12).read_text())
+    rows = [r for r in page.cells if r]
+    assert ["dedup", "crops that are no near-duplicate (threshold 10)", "6", "near_duplicate 3"] in rows
+    sheet = next(im for im in page.images if im["alt"].startswith("Near-duplicate groups"))
+    grid = Image.open(io.BytesIO(base64.b64decode(sheet["src"].split(",", 1)[1])))
+    assert grid.height > 3 * 128 > grid.height / 2  # three rows: one group each

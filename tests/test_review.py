@@ -59,6 +59,27 @@ def test_missing_scores_table_means_unscored_in_table_order(tmp_path):
     assert index.label_names == ["unscored"] and index.order("score").tolist() == list(range(6))
 
 
+def test_the_group_order_shows_each_near_duplicate_group_side_by_side(tmp_path):
+    from curate.dedup.runner import run_dedup
+    from test_dedup import jpeg, make_workdir, png
+    from curate.testing.images import textured
+
+    pictures = {f"x{i}": (png(textured(200 + i, 96, 48)), 50) for i in range(4)}
+    pictures["x3_copy"] = (jpeg(textured(203, 96, 48)), 10)
+    pictures["x0_copy"] = (jpeg(textured(200, 96, 48)), 90)  # the bigger face: kept before x0
+    wd = make_workdir(tmp_path / "w", pictures)
+    run_dedup(wd, workers=1, progress=False)
+    index = load_index(wd)
+    shown = [index.crop_ids[r] for r in index.order("group")]
+    assert shown == ["x0_copy", "x0", "x3", "x3_copy", "x1", "x2"]
+    session = ReviewSession(wd, index)
+    try:
+        page = session.page(sort="group", start=0, size=4)
+    finally:
+        session.close()
+    assert [item["crop_id"] for item in page["items"]] == shown[:4]
+
+
 def test_decisions_are_appended_and_undo_is_a_new_row(wd):
     s = ReviewSession(wd)
     a, b, c = s.index.crop_ids[:3]

@@ -25,8 +25,7 @@ def sample_run(tmp_path_factory):
     mp.setenv("DANBOORU", str(SAMPLE))
     mp.setenv("WORK", str(work))
     log: list[str] = []
-    pipeline = load(resolve("sample"), ["crop.progress=false", "score.progress=false", "pack.progress=false",
-                                        "filter.progress=false"])
+    pipeline = load(resolve("sample"), _quiet())
     run(pipeline, echo=log.append)
     yield pipeline, log
     mp.undo()
@@ -34,11 +33,14 @@ def sample_run(tmp_path_factory):
 
 def test_sample_pipeline_runs_every_stage(sample_run):
     p, log = sample_run
-    assert [line.split()[0] for line in log if line.startswith("== ")] == ["=="] * 4
+    assert [line.split()[1] for line in log if line.startswith("== ")] == ["filter", "crop", "score", "dedup", "pack"]
     manifest = json.loads((p.dataset_dir / records.MANIFEST).read_text())
     crops = json.loads((p.workdir / "crops.stats.json").read_text())
     scores = json.loads((p.workdir / "scores.stats.json").read_text())
-    # every crop that scoring kept is a record, at every level from 512x256 down to 4x2
+    dedup = json.loads((p.workdir / "dedup.stats.json").read_text())
+    # every crop that scoring kept is a record (the sample recipe's crops hold no near-duplicates:
+    # its tag exclusions drop 2142264, the known pair's other half), at every level from 512x256 down to 4x2
+    assert dedup["crops"] == crops["crops"] and dedup["near_duplicate"] == 0
     assert manifest["count"] == scores["kept"] > 0 and crops["crops"] >= scores["kept"]
     assert [lv["height"] for lv in manifest["levels"]] == [512, 256, 128, 64, 32, 16, 8, 4]
     assert all(lv["records"] == manifest["count"] for lv in manifest["levels"])
@@ -53,7 +55,7 @@ def test_an_unchanged_rerun_does_nothing_and_a_change_reruns_from_that_stage(sam
     assert log[-2:] == ["nothing to do: every stage is up to date", f"report: {p.workdir / 'report.html'}"]
     steps = plan(load(p.source, _quiet() + ["crop.k=2.2"]))
     assert [(s["stage"], s["action"]) for s in steps] == [
-        ("filter", "skip"), ("crop", "run"), ("score", "run"), ("pack", "run")]
+        ("filter", "skip"), ("crop", "run"), ("score", "run"), ("dedup", "run"), ("pack", "run")]
 
 
 def test_report_renders_in_a_real_browser(sample_run, browser):
@@ -74,7 +76,7 @@ def test_report_renders_in_a_real_browser(sample_run, browser):
 
 
 def _quiet() -> list[str]:
-    return [f"{stage}.progress=false" for stage in ("filter", "crop", "score", "pack")]
+    return [f"{stage}.progress=false" for stage in ("filter", "crop", "score", "dedup", "pack")]
 
 
 def test_a_review_decision_reruns_pack_only_and_pack_drops_the_crop(sample_run):
@@ -88,7 +90,7 @@ def test_a_review_decision_reruns_pack_only_and_pack_drops_the_crop(sample_run):
     store.append([(first, "rejected")], origin="grid")
     steps = plan(load(p.source, _quiet()))
     assert [(s["stage"], s["action"]) for s in steps] == [
-        ("filter", "skip"), ("crop", "skip"), ("score", "skip"), ("pack", "run")]
+        ("filter", "skip"), ("crop", "skip"), ("score", "skip"), ("dedup", "skip"), ("pack", "run")]
     before = json.loads((p.dataset_dir / records.MANIFEST).read_text())["count"]
     run(load(p.source, _quiet()), echo=lambda _: None)
     manifest = json.loads((p.dataset_dir / records.MANIFEST).read_text())

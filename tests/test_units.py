@@ -1,4 +1,4 @@
-"""The four engine-neutral units: they import from their packages, pickle, and run in a spawned process.
+"""The five engine-neutral units: they import from their packages, pickle, and run in a spawned process.
 
 A `spawn` worker is a fresh interpreter: a unit that leaned on state inherited through fork or on a
 module-global registry filled by the parent fails here. Each unit also gets a bad item, for which it
@@ -25,6 +25,7 @@ from curate.crop.cascades import ANIMEFACE_FILE, CASCADE_DIR, sha256_of
 from curate.dataset import RecordEncoder
 from curate.dataset import schema as R
 from curate.dataset.pack import SlotEncoder, slot_bytes
+from curate.dedup import CropHasher
 from curate.filter import FilterRules, PostFilter
 from curate.score import CropScorer
 from curate.testing.metadata import metadata_lines
@@ -55,7 +56,8 @@ def crop_png(seed: int = 0) -> bytes:
 
 
 def test_package_inits_are_light():
-    code = "import sys, curate.filter, curate.crop, curate.score, curate.dataset; print('tensorflow' in sys.modules)"
+    code = ("import sys, curate.filter, curate.crop, curate.score, curate.dedup, curate.dataset; "
+            "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -72,6 +74,17 @@ def test_post_filter_in_a_spawned_process(spawned):
     assert spawned.submit(unit, b"  ").result()[:2] == (None, "blank")
     strict = PostFilter(FilterRules(min_favs=10**9))
     assert strict(line)[:2] == (None, "favs")  # the first rule that removed it
+
+
+def test_crop_hasher_in_a_spawned_process(spawned):
+    unit = roundtrip(CropHasher(mirror=True))
+    here = unit(crop_png(5))
+    there = spawned.submit(unit, crop_png(5)).result()
+    assert there == here and there[2] is None and there[1] is not None
+    assert spawned.submit(unit, b"GIF89a broken").result()[2] in ("truncated", "corrupt", "not_an_image")
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 512), "white").save(buf, "PNG")
+    assert spawned.submit(unit, buf.getvalue()).result()[2] == "flat"
 
 
 def test_cropper_in_a_spawned_process(spawned, sample_root):

@@ -142,6 +142,52 @@ class BeamEngine(LocalEngine):
             self._run(ScoreTransform(str(wd.root), rules, scorer, models_root, batch_size, top_k))
         return json.loads((wd.root / "scores.stats.json").read_text())
 
+    def dedup(self, workdir, config, workers=None, progress=True, **kwargs):
+        """dedup is one machine's work (a hash per crop, one search over all hashes): its local runner.
+
+        A workdir on object storage is mirrored into a local folder first (the tables, the crops, the
+        dedup state kept from earlier runs, each crop with its object's time, so an unchanged crop is
+        known again), the local runner runs there, and its outputs and state go back."""
+        root = as_location(workdir)
+        if _local(root):
+            return super().dedup(workdir, config, workers=workers, progress=progress, **kwargs)
+        import tempfile
+
+        import pyarrow.parquet as pq
+
+        from curate.core.location import readable
+        from curate.core.workdir import Workdir
+        from curate.dedup.runner import read_crops, state_root
+
+        remote = Workdir(root)
+        read_crops(remote)  # a folder that is not a workdir: the local runner's one line
+        with tempfile.TemporaryDirectory(prefix="curate-dedup-") as tmp:
+            local = Workdir(tmp)
+            wanted = [remote.crops_table, remote.scores_table, remote.dedup_table, remote.dedup_stats]
+            files = pq.read_table(readable(remote.crops_table), columns=["file"]).column("file").to_pylist()
+            wanted += [root / f for f in files] + list(state_root(remote).rglob("*"))
+            for src in wanted:
+                if not src.is_file():
+                    continue
+                dest = local.root / src.relative_to(root)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(src.read_bytes())
+                mtime = src.stat().st_mtime_ns
+                os.utime(dest, ns=(mtime, mtime))
+            stats = super().dedup(local.root, config, workers=workers, progress=progress, **kwargs)
+            if stats.get("up_to_date"):
+                return {**stats, "output": str(remote.dedup_table)}
+            kept = {p.relative_to(local.root).as_posix() for p in state_root(local).rglob("*") if p.is_file()}
+            for name in sorted(kept):
+                (root / name).write_bytes((local.root / name).read_bytes())
+            for old in state_root(remote).rglob("*"):
+                if old.relative_to(root) not in kept:
+                    old.unlink(missing_ok=True)
+            remote.dedup_table.write_bytes(local.dedup_table.read_bytes())
+            stats = {**json.loads(local.dedup_stats.read_text()), "output": str(remote.dedup_table)}
+            remote.dedup_stats.write_text(json.dumps(stats, indent=2) + "\n")  # last: it vouches for the table
+        return {**stats, "up_to_date": False}
+
     def pack(self, workdir, out, config, workers=None, progress=True, overwrite=False, checkpoint_every=None):
         from curate.beam.pack import PackTransform
         from curate.dataset import schema as R

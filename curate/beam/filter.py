@@ -2,7 +2,9 @@
 
     inputs ─ Blocks ─ Reshuffle ─ FilterBlock ─┬─ kept (id, (pos, row)) ─ GroupByKey(id) ─ WholeInput ─┐
                                                ├─ counts per block ─ sum ────── side inputs ───────────┤
-                                               └─ bad lines ─ 100 smallest pos ─────────────────────────┴─ Write
+                                               └─ bad lines ─ 100 smallest pos ─────────────────────────┤
+       ┌────────────────────────────────────────────────────────────────────────────────────────────────┘
+       └─ GroupByKey(md5) ─ First ─ GroupByKey(pixel_hash) ─ First [─ GroupByKey(family) ─ Pick] ─ Write
 
 - Blocks cuts each input file as the local runner does (`curate.filter.metadata.open_blocks`: plain
   files by byte range, compressed files and tar members as decompressed pieces); a block is the unit
@@ -12,7 +14,10 @@
 - The whole-input rules (FilterRules' `max_age` anchored on the newest post, `duplicate`,
   `missing_file`) run per post id after grouping: the newest post is a combined side input, and of
   one id's lines the earliest in input order that passes the age window is the one kept, as the
-  local runner's single pass keeps it.
+  local runner's single pass keeps it. Then the same-picture rule (`duplicate_file`) keeps, of the
+  posts sharing an md5, the earliest in input order, and of those left, of the posts sharing a
+  pixel_hash, the earliest (the local runner's `SameFile` in one pass gives the same); with
+  --one-per-family each family's pick is `family_winners`, the local runner's own function.
 - Write sorts the survivors by `pos` and writes FILTERED.parquet and FILTERED.stats.json through
   Beam's FileSystems (temporary name, then rename), with the same stats keys as the local runner.
 """
@@ -32,11 +37,11 @@ from curate import __version__
 from curate.beam import io as bio
 from curate.core.location import as_location
 from curate.filter.metadata import Block, InputProblem, open_blocks
-from curate.filter.rules import BAD_SAMPLES, RULES, ROW_KEYS, FilterRules, PostFilter, _iso
+from curate.filter.rules import BAD_SAMPLES, RULES, ROW_KEYS, FilterRules, PostFilter, _iso, family_winners
 from curate.filter.metadata import BLOCK_BYTES
 from curate.filter.runner import _ROW_GROUP, _kept_table
 
-_WHOLE_INPUT = ("max_age", "duplicate", "missing_file")
+_WHOLE_INPUT = ("max_age", "duplicate", "missing_file", "duplicate_file", "family_variant")
 
 
 class _Blocks(beam.DoFn):
@@ -153,6 +158,43 @@ class _WholeInput(beam.DoFn):
                 yield pos, row
 
 
+def _keyed_on(field: str):
+    """(pos, row) -> (row[field], (pos, row)); a row without the field gets a key of its own (its place)."""
+    def key(item: tuple[tuple, dict]) -> tuple[str, tuple[tuple, dict]]:
+        pos, row = item
+        return (f"v{row[field]}" if row[field] else f"p{pos}"), item
+    return key
+
+
+class _FirstOfKey(beam.DoFn):
+    """The posts sharing one key -> the earliest in input order; the others are removed as `reason`."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def process(self, item: tuple[str, Iterable[tuple[tuple, dict]]]) -> Iterator[Any]:
+        _, group = item
+        first, *rest = sorted(group, key=lambda pr: pr[0])
+        yield first
+        for _ in rest:
+            yield beam.pvalue.TaggedOutput("removed", self.reason)
+
+
+class _FamilyPick(beam.DoFn):
+    """One variant group -> its pick (family_winners, as the local runner decides); the others family_variant."""
+
+    def process(self, item: tuple[int, Iterable[tuple[tuple, dict]]]) -> Iterator[Any]:
+        _, group = item
+        group = list(group)
+        (winner,) = family_winners([r["id"] for _, r in group], [r["parent_id"] for _, r in group],
+                                   [r["favs"] for _, r in group])
+        for pos, row in group:
+            if row["id"] == winner:
+                yield pos, row
+            else:
+                yield beam.pvalue.TaggedOutput("removed", "family_variant")
+
+
 class _Write(beam.DoFn):
     """All survivors -> FILTERED.parquet and FILTERED.stats.json, each written whole or not at all."""
 
@@ -248,8 +290,20 @@ class FilterTransform(beam.PTransform):
         survivors = (lines.kept | "ById" >> beam.GroupByKey()
                      | "WholeInput" >> beam.ParDo(_WholeInput(self.rules, self.root),
                                                   totals=beam.pvalue.AsSingleton(totals)).with_outputs("removed", main="kept"))
-        late = (survivors.removed | "CountLate" >> beam.combiners.Count.PerElement())
-        return (survivors.kept | "AllKept" >> beam.combiners.ToList()
+        by_md5 = (survivors.kept | "KeyMd5" >> beam.Map(_keyed_on("md5")) | "ByMd5" >> beam.GroupByKey()
+                  | "FirstOfMd5" >> beam.ParDo(_FirstOfKey("duplicate_file")).with_outputs("removed", main="kept"))
+        by_pixels = (by_md5.kept | "KeyPixels" >> beam.Map(_keyed_on("pixel_hash"))
+                     | "ByPixels" >> beam.GroupByKey()
+                     | "FirstOfPixels" >> beam.ParDo(_FirstOfKey("duplicate_file")).with_outputs("removed", main="kept"))
+        kept, removed = by_pixels.kept, [survivors.removed, by_md5.removed, by_pixels.removed]
+        if self.rules.one_per_family:
+            picked = (kept | "KeyFamily" >> beam.Map(lambda pr: (pr[1]["parent_id"] or pr[1]["id"], pr))
+                      | "ByFamily" >> beam.GroupByKey()
+                      | "FamilyPick" >> beam.ParDo(_FamilyPick()).with_outputs("removed", main="kept"))
+            kept = picked.kept
+            removed.append(picked.removed)
+        late = (removed | "AllRemoved" >> beam.Flatten() | "CountLate" >> beam.combiners.Count.PerElement())
+        return (kept | "AllKept" >> beam.combiners.ToList()
                 | "Write" >> beam.ParDo(
                     _Write(self.rules, self.out, str(stats_path(self.out)), inputs, self.root, started, listed,
                            self.block_bytes),

@@ -1,7 +1,7 @@
 """Which engine runs a stage's work: the local process pool, or another one such as Apache Beam.
 
 A stage command parses and checks its options, builds the stage's config, and then hands the work
-to `current_engine()`: `.filter(...)`, `.crop(...)`, `.score(...)`, `.pack(...)`, each with the local
+to `current_engine()`: `.filter(...)`, `.crop(...)`, `.score(...)`, `.dedup(...)`, `.pack(...)`, each with the local
 runner's own signature and returning the same stats. The local engine simply is those runners.
 `curate run --engine beam` passes another engine (curate.beam.engine.BeamEngine) as the click
 context's object, so every stage runs through its own command, with the same option checks and
@@ -34,6 +34,11 @@ class LocalEngine:
         from curate.score.runner import run_score
 
         return run_score(*args, **kwargs)
+
+    def dedup(self, *args, **kwargs) -> dict[str, Any]:
+        from curate.dedup.runner import run_dedup
+
+        return run_dedup(*args, **kwargs)
 
     def pack(self, *args, **kwargs) -> dict[str, Any]:
         from curate.dataset.pack import run_pack

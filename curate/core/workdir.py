@@ -8,11 +8,14 @@ One place names every file a stage reads or writes, so stages agree without impo
       crops.stats.json              crop funnel: faces found, reasons for rejects
       scores.parquet                one row per crop   (SCORES_SCHEMA)      <- curate score
       scores.stats.json
+      dedup.parquet                 one row per crop   (DEDUP_SCHEMA)       <- curate dedup
+      dedup.stats.json              groups, near-duplicates, flat crops; the crops table it was made from
       review.sqlite                 decision history   (REVIEW_SQL)         <- curate review
       overlays/                     optional pictures of boxes, contact sheets
 
-`surviving_crops()` is the rule pack applies: crops that scoring kept (when scores exist) and whose
-latest review decision is not 'rejected' (when a review database exists).
+`surviving_crops()` is the rule pack applies: crops that scoring kept (when scores exist), that dedup
+did not mark near_duplicate (when dedup ran) and whose latest review decision is not 'rejected'
+(when a review database exists).
 """
 
 from __future__ import annotations
@@ -76,6 +79,17 @@ SCORES_SCHEMA = pa.schema(
     ]
 )
 
+DEDUP_SCHEMA = pa.schema(
+    [
+        ("crop_id", pa.string()),
+        ("phash", pa.int64()),  # the 64-bit perceptual hash (curate.dedup.phash), null if the crop has none
+        ("reason", pa.string()),  # null: kept; near_duplicate; flat or a read code: never compared
+        ("twin", pa.string()),  # near_duplicate: the kept crop it duplicates
+        ("distance", pa.int32()),  # near_duplicate: Hamming distance to the twin
+        ("group", pa.string()),  # the kept crop of its group (the twin, or itself), null for a crop alone
+    ]
+)
+
 REVIEW_STATUSES = ("pending", "accepted", "rejected")
 # Every decision is a new row (an undo too); a crop's status is its latest row.
 REVIEW_SQL = """
@@ -108,6 +122,8 @@ class Workdir:
     crops_dir = _Inside("crops")
     crops_table = _Inside("crops.parquet")
     scores_table = _Inside("scores.parquet")
+    dedup_table = _Inside("dedup.parquet")
+    dedup_stats = _Inside("dedup.stats.json")
     review_db = _Inside("review.sqlite")
 
     def __init__(self, root: str | os.PathLike):
@@ -146,6 +162,11 @@ def surviving_crops(workdir: Workdir) -> tuple[pa.Table, dict[str, int]]:
         mask = pc.is_in(crops.column("crop_id"), value_set=kept_ids)
         counts["removed_by_score"] = crops.num_rows - pc.sum(mask).as_py()
         crops = crops.filter(mask)
+    if workdir.dedup_table.exists():
+        twins = near_duplicates(workdir)
+        mask = pc.invert(pc.is_in(crops.column("crop_id"), value_set=twins))
+        counts["removed_by_dedup"] = crops.num_rows - pc.sum(mask).as_py()
+        crops = crops.filter(mask)
     rejected = [c for c, s in latest_decisions(workdir.review_db).items() if s == "rejected"]
     if rejected:
         mask = pc.invert(pc.is_in(crops.column("crop_id"), value_set=pa.array(rejected, pa.string())))
@@ -153,3 +174,24 @@ def surviving_crops(workdir: Workdir) -> tuple[pa.Table, dict[str, int]]:
         crops = crops.filter(mask)
     counts["surviving"] = crops.num_rows
     return crops, counts
+
+
+def near_duplicates(workdir: Workdir) -> pa.Array:
+    """The crop ids dedup marked near_duplicate; InputError when dedup.parquet was made from other crops."""
+    import json
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from curate.core.errors import InputError
+    from curate.core.hashing import file_sha256
+
+    try:
+        made_from = json.loads(workdir.dedup_stats.read_text()).get("crops_sha256")
+    except (OSError, ValueError, AttributeError):
+        made_from = None
+    if made_from != file_sha256(workdir.crops_table):
+        raise InputError(f"{workdir.dedup_table} was made from another crops.parquet (or its stats are missing); "
+                         f"rerun 'curate dedup {workdir.root}', or delete it to keep every crop")
+    table = pq.read_table(readable(workdir.dedup_table), columns=["crop_id", "reason"])
+    return pc.filter(table.column("crop_id"), pc.equal(table.column("reason"), "near_duplicate"))

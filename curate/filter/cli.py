@@ -78,6 +78,9 @@ def _ratings(ctx: click.Context, param: click.Parameter, value: str) -> frozense
 @click.option("--exts", default=",".join(sorted(_D("exts"))), show_default=True, metavar="E,E", help="File types to keep (still images).")
 @click.option("--keep-deleted", is_flag=True, help="Keep posts marked deleted (dropped by default).")
 @click.option("--keep-banned", is_flag=True, help="Keep posts marked banned (dropped by default).")
+@click.option("--one-per-family", is_flag=True,
+              help="Keep one post of each Danbooru variant group (a parent and its children): the most "
+                   "favourited, a tie to the lowest id; the others count as family_variant.")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes  [default: one per core]")
 @click.option("--block-mb", type=click.FloatRange(min=0.01), default=BLOCK_BYTES / (1 << 20), show_default=True,
@@ -86,14 +89,16 @@ def _ratings(ctx: click.Context, param: click.Parameter, value: str) -> frozense
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def filter_command(metadata, out, dataset_root, min_favs, min_score, since, until, max_age_years, as_of,
                    require_tags, any_tags, exclude_tags, no_default_excludes, list_default_excludes, ratings,
-                   min_height, min_width, exts, keep_deleted, keep_banned, workers, block_mb, progress):
+                   min_height, min_width, exts, keep_deleted, keep_banned, one_per_family, workers, block_mb, progress):
     """Select posts from Danbooru METADATA (files or folders) into a parquet table.
 
     Reads both metadata generations, mixed freely: the Danbooru2017-2020 export (numbers as
     strings, a favs list; plain, .json, .gz, .xz, .bz2 or metadata.json.tar.xz) and the 2021+/API
     form (typed values, fav_count, tag_string_*). A removed post is counted under the first rule it
     fails, in this order: deleted, banned, file_ext, rating, too_small, favs, score, since, until,
-    require_tags, any_tags, exclude_tags, max_age, duplicate, missing_file.
+    require_tags, any_tags, exclude_tags, max_age, duplicate (an id seen before), missing_file,
+    duplicate_file (the same picture as an earlier post: the same md5, else the same pixel_hash
+    where the dump has one; the first in input order is kept), family_variant (--one-per-family).
 
     Bad lines are counted and located in the stats file, never fatal: malformed_json (not JSON,
     or not valid UTF-8), wrong_type, missing_field, bad_value (an id that is not a positive 64-bit
@@ -112,6 +117,7 @@ def filter_command(metadata, out, dataset_root, min_favs, min_score, since, unti
       curate filter /data/danbooru2018 --dataset-root /data/danbooru2018 -o work/filtered.parquet
       curate filter metadata.json.tar.xz --min-favs 10 --max-age-years 6 -o filtered.parquet
       curate filter posts.json --ratings g --require-tags solo --exclude-tags hat -o f.parquet
+      curate filter /data/danbooru2018 --one-per-family -o work/filtered.parquet
     """
     if list_default_excludes:
         click.echo("\n".join(DEFAULT_EXCLUDE))
@@ -129,7 +135,7 @@ def filter_command(metadata, out, dataset_root, min_favs, min_score, since, unti
         as_of=as_of, require_tags=_csv(require_tags), any_tags=_csv(any_tags), exclude_tags=excluded,
         ratings=ratings, min_height=min_height, min_width=min_width,
         exts=frozenset(e.lower().lstrip(".") for e in _csv(exts)),
-        drop_deleted=not keep_deleted, drop_banned=not keep_banned,
+        drop_deleted=not keep_deleted, drop_banned=not keep_banned, one_per_family=one_per_family,
     )
     if since is not None and until is not None and since >= until:
         raise click.BadParameter("--since must be earlier than --until")

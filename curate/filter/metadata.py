@@ -57,6 +57,13 @@ class _RawPost(msgspec.Struct, gc=False):
     fav_count: int | str | None = None
     score: int | str | None = None
     md5: str | None = None
+    # Variant groups and same-picture checks (filter's one-per-family and duplicate_file rules):
+    # parent_id is "0" (2017-2020) or null (API) for a post without a parent; pixel_hash (a hash of
+    # the decoded pixels) is carried by newer dumps at the top level or inside media_asset, and is
+    # decoded only for kept posts.
+    parent_id: int | str | None = None
+    pixel_hash: str | None = None
+    media_asset: msgspec.Raw = msgspec.Raw(b"null")
     is_deleted: bool | None = None
     is_banned: bool | None = None
     tags: msgspec.Raw = msgspec.Raw(b"null")  # decoded only for posts that reach the tag rules
@@ -78,6 +85,13 @@ class _TagName(msgspec.Struct, gc=False):
 
 _tag_names_decoder = msgspec.json.Decoder(list[_TagName])
 _favs_decoder = msgspec.json.Decoder(list[str])
+
+
+class _MediaAsset(msgspec.Struct, gc=False):
+    pixel_hash: str | None = None
+
+
+_media_asset_decoder = msgspec.json.Decoder(_MediaAsset | None)
 _NULL = b"null"
 _RAW_NULL = msgspec.Raw(_NULL)
 _ID_LIST_BYTES = b'0123456789",[] '
@@ -167,14 +181,7 @@ class Post:
         """Favorite count: len(favs) in the 2017-2020 export, fav_count in newer data."""
         fav_json = bytes(self._raw.favs)
         if fav_json != _NULL:
-            try:
-                return _count_favs(fav_json)
-            except msgspec.ValidationError as e:
-                raise FieldError("wrong_type", f"favs: {e}") from None
-            except UnicodeDecodeError as e:
-                raise FieldError("malformed_json", f"favs: {_utf8_detail(e)}") from None
-            except RecursionError:
-                raise FieldError("malformed_json", f"favs: {_TOO_DEEP}") from None
+            return _decoded(_count_favs, fav_json, "favs")
         return _int(self._raw.fav_count, "favs or fav_count")
 
     @property
@@ -193,19 +200,33 @@ class Post:
     def md5(self) -> str | None:
         return self._raw.md5
 
+    @property
+    def parent_id(self) -> int | None:
+        """The post's parent in its variant group (Danbooru's parent_id), None for no parent ("0" or null)."""
+        value = self._raw.parent_id
+        if value is None or value == "" or value == 0 or value == "0":
+            return None
+        parent = _int(value, "parent_id")
+        if not 0 < parent < _INT64:
+            raise FieldError("bad_value", f"parent_id={_number(parent)} is not a positive 64-bit integer")
+        return parent
+
+    @property
+    def pixel_hash(self) -> str | None:
+        """A hash of the decoded pixels where the dump has one (top level, or media_asset.pixel_hash)."""
+        if self._raw.pixel_hash is not None:
+            return self._raw.pixel_hash or None
+        if bytes(self._raw.media_asset) == _NULL:
+            return None
+        asset = _decoded(_media_asset_decoder.decode, self._raw.media_asset, "media_asset")
+        return asset.pixel_hash or None if asset is not None else None
+
     def _objects(self) -> list[_Tag] | None:
         """The 2017-2020 tag objects, decoded once; None for the API form."""
         if self._tag_objects is None:
             if bytes(self._raw.tags) == _NULL:
                 return None
-            try:
-                self._tag_objects = _tags_decoder.decode(self._raw.tags)
-            except msgspec.ValidationError as e:
-                raise FieldError("wrong_type", f"tags: {e}") from None
-            except UnicodeDecodeError as e:
-                raise FieldError("malformed_json", f"tags: {_utf8_detail(e)}") from None
-            except RecursionError:
-                raise FieldError("malformed_json", f"tags: {_TOO_DEEP}") from None
+            self._tag_objects = _decoded(_tags_decoder.decode, self._raw.tags, "tags")
         return self._tag_objects
 
     def flat_tags(self) -> tuple[list[str], list[str]]:
@@ -228,14 +249,7 @@ class Post:
         """Every tag of the post, whatever its category."""
         if self._tag_objects is None and bytes(self._raw.tags) != _NULL:
             # names only: skipping the other fields is cheaper, and most posts need no more
-            try:
-                return {t.name for t in _tag_names_decoder.decode(self._raw.tags)}
-            except msgspec.ValidationError as e:
-                raise FieldError("wrong_type", f"tags: {e}") from None
-            except UnicodeDecodeError as e:
-                raise FieldError("malformed_json", f"tags: {_utf8_detail(e)}") from None
-            except RecursionError:
-                raise FieldError("malformed_json", f"tags: {_TOO_DEEP}") from None
+            return {t.name for t in _decoded(_tag_names_decoder.decode, self._raw.tags, "tags")}
         objs = self._objects()
         if objs is not None:
             return {t.name for t in objs}
@@ -263,9 +277,9 @@ class Post:
 
     def row(self) -> tuple:
         """Every field, each read once: (id, created_at, rating, width, height, file_ext, favs,
-        score, md5, tag names, tag codes). Raises FieldError for the first unusable one."""
+        score, md5, parent_id, pixel_hash, tag names, tag codes). Raises FieldError for the first unusable one."""
         row = (self.id, self.created_at, self.rating, self.width, self.height, self.file_ext,
-               self.favs, self.score, self._raw.md5, *self.flat_tags())
+               self.favs, self.score, self._raw.md5, self.parent_id, self.pixel_hash, *self.flat_tags())
         # Only rows that are kept get here, so the range checks cost nothing on the posts removed
         # earlier; they keep an absurd number from overflowing its column when the rows are converted.
         if not (0 < row[0] < _INT64 and 0 < row[3] < _INT32 and 0 < row[4] < _INT32
@@ -369,6 +383,18 @@ _TOO_DEEP = "nested too deeply to decode"
 
 def _utf8_detail(e: UnicodeDecodeError) -> str:
     return f"invalid UTF-8 ({e.reason}, byte {e.object[e.start:e.start + 1]!r})"
+
+
+def _decoded(decode, raw, field: str):
+    """decode(raw) for a field left raw by the line decoder; what is wrong with it as a FieldError."""
+    try:
+        return decode(raw)
+    except msgspec.ValidationError as e:
+        raise FieldError("wrong_type", f"{field}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise FieldError("malformed_json", f"{field}: {_utf8_detail(e)}") from None
+    except RecursionError:
+        raise FieldError("malformed_json", f"{field}: {_TOO_DEEP}") from None
 
 
 def _int(value: int | str | None, field: str) -> int:

@@ -24,7 +24,7 @@ from curate.filter.tagsets import DEFAULT_EXCLUDE
 RULES = (
     "deleted", "banned", "file_ext", "rating", "too_small", "favs", "score",
     "since", "until", "require_tags", "any_tags", "exclude_tags",
-    "max_age", "duplicate", "missing_file",
+    "max_age", "duplicate", "missing_file", "duplicate_file", "family_variant",
 )
 BAD_SAMPLES = 100
 _US_PER_YEAR = int(365.2425 * 86400 * 1_000_000)
@@ -50,6 +50,9 @@ class FilterRules:
     exts: frozenset[str] = frozenset({"jpg", "png"})
     drop_deleted: bool = True
     drop_banned: bool = True
+    # Danbooru's variant groups (a parent and its children: colour variants, edits, revisions)
+    # reduced to the most favourited post of each; the others count as family_variant.
+    one_per_family: bool = False
 
     @property
     def needs_newest(self) -> bool:
@@ -138,11 +141,12 @@ class BlockResult:
     kept: pa.Table | None = None  # built in the worker: Arrow conversion is the costly part of output
 
 
-_SCALARS = ("id", "path", "width", "height", "favs", "score", "created_at", "rating", "file_ext", "md5")
+_SCALARS = ("id", "path", "width", "height", "favs", "score", "created_at", "rating", "file_ext", "md5",
+            "parent_id", "pixel_hash")
 
 
 def _append_row(rows: dict[str, list], row: tuple) -> None:
-    post_id, created_at, rating, width, height, file_ext, favs, score, md5, names, codes = row
+    post_id, created_at, rating, width, height, file_ext, favs, score, md5, parent_id, pixel_hash, names, codes = row
     rows["id"].append(post_id)
     rows["path"].append(image_path(post_id, file_ext))
     rows["width"].append(width)
@@ -153,6 +157,8 @@ def _append_row(rows: dict[str, list], row: tuple) -> None:
     rows["rating"].append(rating)
     rows["file_ext"].append(file_ext)
     rows["md5"].append(md5)
+    rows["parent_id"].append(parent_id)
+    rows["pixel_hash"].append(pixel_hash)
     rows["tag_names"].append(names)
     rows["tag_codes"].append(codes)
 
@@ -205,6 +211,50 @@ def filter_lines(data: bytes, rules: FilterRules, res: BlockResult, rows: dict[s
     res.removed.update(removed)
     res.lines = i
     res.newest = newest
+
+
+class SameFile:
+    """The duplicate_file rule over the posts that reached it, in input order: a post whose md5 an
+    earlier one had is a copy; then, of the others, one whose pixel_hash an earlier one had.
+
+    Two steps, not one union of both keys, so that each engine can decide it by grouping on one key
+    at a time (curate.beam.filter does: by md5, then by pixel_hash) and both keep the same posts.
+    """
+
+    def __init__(self) -> None:
+        self.md5s: set[str] = set()
+        self.pixels: set[str] = set()
+
+    def is_copy(self, md5: str | None, pixel_hash: str | None) -> bool:
+        if md5:
+            if md5 in self.md5s:
+                return True
+            self.md5s.add(md5)
+        if pixel_hash:
+            if pixel_hash in self.pixels:
+                return True
+            self.pixels.add(pixel_hash)
+        return False
+
+
+def family_winners(ids, parents, favs):
+    """--one-per-family: the ids kept of posts (ids, parent ids or None, favourites), one per family.
+
+    A family is a parent and its children (family id: the parent_id, or the post's own id when it has
+    none); its most favourited post is kept, a tie going to the lowest id (usually the parent, the
+    first upload). Danbooru groups are one level deep; a grandchild counts with its own parent.
+    Pure NumPy over arrays, so an engine can decide one family or a whole table the same way.
+    """
+    import numpy as np
+
+    ids = np.asarray(ids, dtype=np.int64)
+    parents = np.asarray([0 if p is None else p for p in parents], dtype=np.int64)
+    favs = np.asarray(favs, dtype=np.int64)
+    family = np.where(parents > 0, parents, ids)
+    order = np.lexsort((ids, -favs, family))  # by family, then most favourited, then lowest id
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = family[order][1:] != family[order][:-1]
+    return ids[order][first]
 
 
 def _bad(res: BlockResult, i: int, reason: str, detail: str) -> None:

@@ -61,7 +61,9 @@ from curate.filter.rules import (  # noqa: F401  RULES, FilterRules: re-exported
     _SCALARS,
     BlockResult,
     FilterRules,
+    SameFile,
     _iso,
+    family_winners,
     filter_lines,
 )
 
@@ -77,6 +79,8 @@ FILTERED_SCHEMA = pa.schema(
         ("rating", pa.string()),
         ("file_ext", pa.string()),
         ("md5", pa.string()),
+        ("parent_id", pa.int64()),  # null: no parent (the variant group's parent, or a post alone)
+        ("pixel_hash", pa.string()),  # null where the dump has none (all 2017-2020 exports)
     ]
     + [(f"tags_{c}", pa.list_(pa.string())) for c in TAG_CATEGORIES]
 )
@@ -346,6 +350,9 @@ def _filter_into(files: list[Path], problems: list[InputProblem], out: Path, rul
     two_pass = rules.needs_newest
     cutoff = None if two_pass else rules.age_cutoff(None)
     seen: set[int] = set()
+    same_file = SameFile()
+    # --one-per-family needs every survivor before it can pick: they go to a scratch file first.
+    families = rules.one_per_family
     kept = 0
     n_blocks = 0
 
@@ -355,9 +362,10 @@ def _filter_into(files: list[Path], problems: list[InputProblem], out: Path, rul
             yield str(finished[seq]) if seq in finished else block
 
     scratch = scratch_path(out, "pass1")
+    family_scratch = scratch_path(out, "families")
     try:
         with contextlib.ExitStack() as stack:
-            dest = scratch if two_pass else stack.enter_context(atomic_path(out))
+            dest = scratch if two_pass else family_scratch if families else stack.enter_context(atomic_path(out))
             writer = stack.enter_context(pq.ParquetWriter(dest, FILTERED_SCHEMA))
             bar = stack.enter_context(tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="filter",
                                            disable=not progress, dynamic_ncols=True))
@@ -366,7 +374,7 @@ def _filter_into(files: list[Path], problems: list[InputProblem], out: Path, rul
                 nonlocal buffered, buffered_rows, kept
                 table = pa.concat_tables(buffered)
                 if not two_pass:
-                    table = _whole_input_rules(table, cutoff, root, seen, removed)
+                    table = _whole_input_rules(table, cutoff, root, seen, same_file, removed)
                     kept += table.num_rows
                 writer.write_table(table)
                 buffered, buffered_rows = [], 0
@@ -404,10 +412,17 @@ def _filter_into(files: list[Path], problems: list[InputProblem], out: Path, rul
 
         if two_pass:
             cutoff = rules.age_cutoff(newest)
+            if families:
+                kept = _second_pass(scratch, family_scratch, cutoff, root, same_file, removed)
+            else:
+                with atomic_path(out) as tmp:
+                    kept = _second_pass(scratch, tmp, cutoff, root, same_file, removed)
+        if families:
             with atomic_path(out) as tmp:
-                kept = _second_pass(scratch, tmp, cutoff, root, removed)
+                kept = _family_pass(family_scratch, tmp, removed)
     finally:
         scratch.unlink(missing_ok=True)
+        family_scratch.unlink(missing_ok=True)
 
     seconds = time.perf_counter() - t0
     written = out.stat()
@@ -443,24 +458,47 @@ def _filter_into(files: list[Path], problems: list[InputProblem], out: Path, rul
     }
 
 
-def _second_pass(scratch: Path, dest: Path, cutoff: int | None, root: Path | None, removed: Counter) -> int:
+def _second_pass(scratch: Path, dest: Path, cutoff: int | None, root: Path | None, same_file: SameFile,
+                 removed: Counter) -> int:
     """Apply the whole-input rules to the kept rows of the first pass, once the age cutoff is known."""
     seen: set[int] = set()
     kept = 0
     pf = pq.ParquetFile(scratch)
     with pq.ParquetWriter(dest, FILTERED_SCHEMA) as writer:
         for i in range(pf.num_row_groups):
-            table = _whole_input_rules(pf.read_row_group(i), cutoff, root, seen, removed)
+            table = _whole_input_rules(pf.read_row_group(i), cutoff, root, seen, same_file, removed)
             kept += table.num_rows
             writer.write_table(table)
     return kept
 
 
-def _whole_input_rules(table: pa.Table, cutoff: int | None, root: Path | None, seen: set[int], removed: Counter) -> pa.Table:
-    """The rows of `table` that pass the age window, are not a duplicate id and (with a root) have their image."""
+def _family_pass(scratch: Path, dest: Path, removed: Counter) -> int:
+    """--one-per-family over every survivor: the rows of the family's pick, in input order."""
+    pf = pq.ParquetFile(scratch)
+    cols = pf.read(columns=["id", "parent_id", "favs"])
+    winners = pa.array(family_winners(cols.column("id").to_numpy(),
+                                      cols.column("parent_id").to_pylist(),
+                                      cols.column("favs").to_numpy()))
+    kept = 0
+    with pq.ParquetWriter(dest, FILTERED_SCHEMA) as writer:
+        for i in range(pf.num_row_groups):
+            table = pf.read_row_group(i)
+            table = table.filter(pc.is_in(table.column("id"), value_set=winners))
+            kept += table.num_rows
+            writer.write_table(table)
+    removed["family_variant"] += cols.num_rows - kept
+    return kept
+
+
+def _whole_input_rules(table: pa.Table, cutoff: int | None, root: Path | None, seen: set[int],
+                       same_file: SameFile, removed: Counter) -> pa.Table:
+    """The rows of `table` that pass the age window, are not a duplicate id, (with a root) have their
+    image, and are not a copy of an earlier post's file (duplicate_file)."""
     ids = table.column("id").to_pylist()
     created = table.column("created_at").cast(pa.int64()).to_pylist() if cutoff is not None else None
     paths = table.column("path").to_pylist() if root is not None else None
+    md5s = table.column("md5").to_pylist()
+    pixels = table.column("pixel_hash").to_pylist()
     keep = []
     for k, post_id in enumerate(ids):
         if cutoff is not None and created[k] < cutoff:  # type: ignore[index]
@@ -472,6 +510,10 @@ def _whole_input_rules(table: pa.Table, cutoff: int | None, root: Path | None, s
         elif root is not None and not (root / paths[k]).is_file():  # type: ignore[index]
             seen.add(post_id)
             removed["missing_file"] += 1
+            keep.append(False)
+        elif same_file.is_copy(md5s[k], pixels[k]):
+            seen.add(post_id)
+            removed["duplicate_file"] += 1
             keep.append(False)
         else:
             seen.add(post_id)

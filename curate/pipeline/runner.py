@@ -81,6 +81,9 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("score", "curate.score.cli:score_command",
                   args=lambda p: [str(p.workdir)],
                   outputs=lambda p: [p.workdir / "scores.parquet"]),
+        StageSpec("dedup", "curate.dedup.cli:dedup_command",
+                  args=lambda p: [str(p.workdir)],
+                  outputs=lambda p: [p.workdir / "dedup.parquet", p.workdir / "dedup.stats.json"]),
         StageSpec("pack", "curate.dataset.pack_cli:pack_command",
                   # the dataset folder belongs to the pipeline: a rerun replaces what an earlier run packed
                   args=lambda p: [str(p.workdir), "--out", str(p.dataset_dir), "--overwrite"],

@@ -57,7 +57,7 @@ def _json(path: Path) -> dict[str, Any] | None:
 def check_tables(wd: Workdir, filtered: Path | None = None) -> None:
     """InputError (one line naming it) for a table or review database in the workdir that cannot be read."""
     filtered = filtered or wd.root / "filtered.parquet"
-    for table in (filtered, wd.crops_table, wd.scores_table):
+    for table in (filtered, wd.crops_table, wd.scores_table, wd.dedup_table):
         if table.exists():
             try:
                 pq.read_schema(table)
@@ -72,7 +72,7 @@ def report_inputs(wd: Workdir, filtered: Path | None = None) -> list[Path]:
     filtered = filtered or wd.root / "filtered.parquet"
     return [filtered, filtered.with_name(filtered.name.removesuffix(".parquet") + ".stats.json"),
             wd.crops_table, wd.crops_dir, wd.root / "crops.stats.json", wd.scores_table, wd.root / "scores.stats.json",
-            wd.review_db, wd.root / "dataset" / "dataset.json"]
+            wd.dedup_table, wd.dedup_stats, wd.review_db, wd.root / "dataset" / "dataset.json"]
 
 
 def gather(wd: Workdir, filtered: Path | None = None) -> dict[str, Any]:
@@ -83,6 +83,7 @@ def gather(wd: Workdir, filtered: Path | None = None) -> dict[str, Any]:
         "filtered_table": filtered if filtered.exists() else None,
         "crop": _json(wd.root / "crops.stats.json"),
         "score": _json(wd.root / "scores.stats.json"),
+        "dedup": _json(wd.dedup_stats),
         "pack": _json(wd.root / "dataset" / "dataset.json"),
         "decisions": latest_decisions(wd.review_db),
     }
@@ -117,6 +118,11 @@ def funnel(info: dict[str, Any], wd: Workdir) -> list[Step]:
         steps.append(Step("score", f"crops kept by the {s['scorer']} scorer", s["kept"], dict(s.get("rejected", {}))))
     if wd.crops_table.exists():
         _, counts = surviving_crops(wd)
+        d = info["dedup"]
+        if d and "removed_by_dedup" in counts:
+            left = counts["crops"] - counts.get("removed_by_score", 0) - counts["removed_by_dedup"]
+            steps.append(Step("dedup", f"crops that are no near-duplicate (threshold {d['config']['threshold']})", left,
+                              {"near_duplicate": counts["removed_by_dedup"]} if counts["removed_by_dedup"] else {}))
         if counts.get("removed_by_review"):
             steps.append(Step("review", "crops not rejected in review", counts["surviving"],
                               {"rejected by a person": counts["removed_by_review"]}))
@@ -212,6 +218,30 @@ def contact_sheet(files: list[Path], columns: int = 12) -> str | None:
     return _png_uri(png_bytes(sheet, optimize=True))
 
 
+def group_sheet(wd: Workdir, files_by_id: dict[str, str], max_groups: int, columns: int = 6) -> tuple[str | None, int]:
+    """dedup's groups side by side, one row each (the kept crop first), as a PNG data URI; and how many groups."""
+    rows = pq.read_table(wd.dedup_table, columns=["crop_id", "twin", "distance", "group"]).to_pylist()
+    groups: dict[str, list[tuple[str, int | None]]] = {}
+    for r in rows:
+        if r["group"] is not None:
+            groups.setdefault(r["group"], []).append((r["crop_id"], r["distance"]))
+    if not groups:
+        return None, 0
+    h, w = THUMB
+    blank = np.full((h, w, 3), 245, np.uint8)
+    tiles, captions = [], []
+    columns = min(columns, max(len(m) for m in groups.values()))
+    for keeper, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:max_groups]:
+        members = sorted(members, key=lambda m: (m[1] is not None, m[1] or 0, m[0]))[:columns]
+        row = read_tiles([wd.root / files_by_id[c] for c, _ in members if c in files_by_id])
+        tiles += row + [blank] * (columns - len(row))
+        captions += [c if d is None else f"d={d}: {c}" for c, d in members if c in files_by_id]
+        captions += [""] * (columns - len(row))
+    sheet = render_grid(tiles, columns, (w, h), captions=captions, gap=4, background=(245, 245, 245),
+                        caption_colour=(60, 60, 60), resample=Image.Resampling.LANCZOS)
+    return _png_uri(png_bytes(sheet, optimize=True)), len(groups)
+
+
 # ---------------------------------------------------------------------------------------------------
 # the page
 
@@ -254,6 +284,11 @@ def build(workdir: str | Path, out: str | Path | None = None, samples: int = 36,
             for reason, group in scores[~scores["kept"]].groupby("reason"):
                 files = [wd.root / by_id[c] for c in group["crop_id"][:samples // 2] if c in by_id]
                 grids.append((f"Rejected by score: {reason}", contact_sheet(files) or "", len(group)))
+        if wd.dedup_table.exists():
+            sheet, n_groups = group_sheet(wd, by_id, samples // 3)
+            if sheet:
+                grids.append(("Near-duplicate groups (the kept crop first, then its twins: d = bits apart)",
+                              sheet, n_groups))
         rejected = [c for c, s in info["decisions"].items() if s == "rejected" and c in by_id]
         if rejected:
             files = [wd.root / by_id[c] for c in rejected[:samples // 2]]

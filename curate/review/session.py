@@ -43,6 +43,7 @@ SORTS = {
     "score": "person score, lowest (most doubtful) first",
     "-score": "person score, highest first",
     "table": "crops table order",
+    "group": "near-duplicate groups side by side (curate dedup: the kept crop first), then the rest",
 }
 # Crops the score stage kept carry no reason; these labels stand in so the filter can name them.
 KEPT_LABEL, UNSCORED_LABEL = "kept", "unscored"
@@ -78,6 +79,7 @@ class CropIndex:
     top_tags: pa.Array | None  # list<string> per crop, or None without a scores table
     position: dict[str, int]  # crop_id -> row
     duplicates: int  # rows dropped because their crop_id was already listed
+    group_rank: np.ndarray  # int64 sort key of the "group" order: dedup's groups first, each kept crop then its twins
     token: str  # changes when crops.parquet or scores.parquet changes: a cache-busting version
     landmarks: np.ndarray | None = None  # [N, 5, 2] eyes, nose, mouth, chin as crop fractions; NaN: none
 
@@ -90,6 +92,8 @@ class CropIndex:
         if sort not in cache:
             if sort == "table":
                 cache[sort] = np.arange(len(self), dtype=np.int32)
+            elif sort == "group":
+                cache[sort] = np.argsort(self.group_rank, kind="stable").astype(np.int32)
             else:
                 key = self.scores if sort == "score" else -self.scores
                 # stable, and NaN (unscored) sorts last either way
@@ -173,6 +177,7 @@ def load_index(workdir: Workdir) -> CropIndex:
 
     return CropIndex(
         landmarks=_landmark_fractions(workdir, crops, keep if duplicates else None),
+        group_rank=_group_rank(workdir, ids),
         crop_ids=ids,
         files=crops.column("file").combine_chunks(),
         post_ids=post_ids,
@@ -182,7 +187,7 @@ def load_index(workdir: Workdir) -> CropIndex:
         top_tags=top_tags,
         position=position,
         duplicates=duplicates,
-        token=_table_token(workdir.crops_table, workdir.scores_table),
+        token=_table_token(workdir.crops_table, workdir.scores_table, workdir.dedup_table),
     )
 
 
@@ -213,6 +218,31 @@ def _landmark_fractions(workdir: Workdir, crops: pa.Table, keep: list[int] | Non
         out[:, k, 0] = (dx * np.cos(a) + dy * np.sin(a)) / w + 0.5
         out[:, k, 1] = (-dx * np.sin(a) + dy * np.cos(a)) / h + 0.5
     return out
+
+
+def _group_rank(workdir: Workdir, ids: list[str]) -> np.ndarray:
+    """Each crop's place in the "group" order: dedup's groups (largest first), the kept crop of each
+    first and its twins by distance; the crops in no group after them, in table order."""
+    n = len(ids)
+    rank = np.arange(n, dtype=np.int64) + n  # no group: after every grouped crop
+    if not workdir.dedup_table.exists():
+        return rank
+    try:
+        rows = pq.read_table(workdir.dedup_table, columns=["crop_id", "distance", "group"]).to_pylist()
+    except (pa.ArrowInvalid, KeyError, OSError) as e:
+        raise ReviewInputError(f"{workdir.dedup_table} is not a dedup table ({e}); rerun 'curate dedup'") from None
+    members: dict[str, list[tuple[int, str]]] = {}
+    for r in rows:
+        if r["group"] is not None:
+            members.setdefault(r["group"], []).append((-1 if r["distance"] is None else r["distance"], r["crop_id"]))
+    at = {c: i for i, c in enumerate(ids)}
+    place = 0
+    for _, group in sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        for _, crop in sorted(group):
+            if crop in at:  # a dedup table older than the crops may name crops that are gone
+                rank[at[crop]] = place
+                place += 1
+    return rank
 
 
 class DecisionStore:

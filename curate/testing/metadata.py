@@ -140,12 +140,49 @@ def metadata_lines(n: int, seed: int = 0, generation: str = "2018", first_id: in
         yield json.dumps(make(rng, first_id + i), separators=(",", ":"))
 
 
+def with_copies_and_families(lines: list[str], seed: int = 0) -> list[str]:
+    """`lines` with same-picture copies and variant groups written into some posts (both generations).
+
+    About one post in 12 takes an earlier post's md5 (a re-upload of the same file); in API-form
+    lines, pixel hashes are set (some at the top level, some inside media_asset) and one in 12
+    shares an earlier one's; one in 6 becomes a child of an earlier post (a variant group).
+    """
+    rng = random.Random(seed)
+    out, earlier = [], []
+    for line in lines:
+        try:
+            p = json.loads(line)
+            post_id = int(p["id"])
+        except (ValueError, KeyError, TypeError):
+            out.append(line)
+            continue
+        api = not isinstance(p["id"], str)
+        if earlier and rng.random() < 1 / 12:
+            p["md5"] = rng.choice(earlier)["md5"]
+        if api:
+            donor = rng.choice(earlier) if earlier and rng.random() < 1 / 12 else None
+            pixels = donor.get("_pixels") if donor else None
+            pixels = pixels or hashlib.sha256(f"pixels{post_id}".encode()).hexdigest()
+            p["_pixels"] = pixels
+            if rng.random() < 0.5:
+                p["pixel_hash"] = pixels
+            else:
+                p["media_asset"] = {"id": post_id, "md5": p["md5"], "pixel_hash": pixels, "variants": []}
+        if earlier and rng.random() < 1 / 6:
+            parent = int(rng.choice(earlier[-30:])["id"])
+            p["parent_id"] = parent if api else str(parent)
+        earlier.append(p)
+        out.append(json.dumps({k: v for k, v in p.items() if k != "_pixels"}, separators=(",", ":")))
+    return out
+
+
 def naive_filter_ids(lines, rules) -> list[int]:
     """Ids kept by `rules`, computed the plain way: stdlib json, one line at a time, no tricks.
 
     This is the benchmark's baseline (what existing tools such as danbooru-utility do) and the
     tests' independent oracle for curate.filter.runner. It covers the rules decidable per post plus the
-    age window (needing a second look at the kept posts) and duplicates; not --dataset-root.
+    age window (needing a second look at the kept posts), duplicate ids, duplicate files (md5, then
+    pixel_hash) and --one-per-family; not --dataset-root.
     """
     from curate.filter.metadata import parse_timestamp
 
@@ -187,11 +224,27 @@ def naive_filter_ids(lines, rules) -> list[int]:
             continue
         if rules.exclude_tags & names:
             continue
-        candidates.append((pid, created))
+        parent = int(p.get("parent_id") or 0)
+        pixels = p.get("pixel_hash") or (p.get("media_asset") or {}).get("pixel_hash")
+        candidates.append((pid, created, p.get("md5"), pixels, parent, favs))
     cutoff = rules.age_cutoff(newest)
-    seen, kept = set(), []
-    for pid, created in candidates:
-        if (cutoff is None or created >= cutoff) and pid not in seen:
-            seen.add(pid)
-            kept.append(pid)
-    return kept
+    seen, md5s, pixel_hashes, kept = set(), set(), set(), []
+    for pid, created, md5, pixels, parent, favs in candidates:
+        if (cutoff is not None and created < cutoff) or pid in seen:
+            continue
+        seen.add(pid)
+        if md5 and md5 in md5s:
+            continue
+        md5s.add(md5)
+        if pixels and pixels in pixel_hashes:
+            continue
+        pixel_hashes.add(pixels)
+        kept.append((pid, parent, favs))
+    if rules.one_per_family:
+        best: dict[int, tuple[int, int]] = {}
+        for pid, parent, favs in kept:
+            family = parent or pid
+            if family not in best or (favs, -pid) > best[family]:
+                best[family] = (favs, -pid)
+        return [pid for pid, parent, favs in kept if best[parent or pid] == (favs, -pid)]
+    return [pid for pid, _, _ in kept]
