@@ -48,7 +48,7 @@ def _beam_options(workers: int):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     return PipelineOptions(["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                            f"--direct_num_workers={workers}"])
+                            f"--direct_num_workers={workers}", "--default_sdk_harness_log_level=ERROR"])
 
 
 def _crop(engine: str, corpus: str, out: str, workers: int, q) -> None:
