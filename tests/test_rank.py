@@ -184,3 +184,25 @@ def test_one_class_only_keeps_the_score_order(workdir):
     s = ReviewSession(wd)
     assert s.default_sort() == "score" and not s.model_summary()["ready"] and s.page()["items"]
     s.close()
+
+
+def test_illustration2vec_s_embedding_joins_the_features_when_installed(workdir, tmp_path):
+    pytest.importorskip("tensorflow", reason="TensorFlow is not installed (make dev installs it)")
+    from curate.review.features import EMBEDDINGS_FILE
+    from curate.score.models import install_illustration2vec
+    from curate.testing.i2v import random_weights, write_caffemodel, write_tags
+
+    models = tmp_path / "models"
+    models.mkdir()
+    write_caffemodel(models / "w.caffemodel", random_weights(16, seed=7))  # a 1/16-width network, random weights
+    write_tags(models / "tag_list.json")
+    install_illustration2vec(models / "w.caffemodel", models / "installed", progress=False)
+    wd, bad = workdir
+    decide(wd, bad, rejected=10, accepted=10)
+    plain = train_and_rank(wd, workers=1, models_root=tmp_path / "none")
+    r = train_and_rank(wd, workers=1, models_root=models / "installed")
+    assert plain.info["embedding"] is None and r.info["embedding"] == "illustration2vec"
+    assert r.info["features"] == plain.info["features"] + 1024 // 16  # conv6_3's channels at this width
+    assert (wd.root / EMBEDDINGS_FILE).exists()
+    again = train_and_rank(wd, workers=1, models_root=models / "installed")
+    assert again.info["featurised_now"] == 0 and np.array_equal(again.p_reject, r.p_reject)

@@ -155,14 +155,18 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
 @click.argument("workdir", type=_WORKDIR)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes for the image features of crops not seen before  [default: one per core]")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Where illustration2vec is installed (its embedding joins the features)  "
+                   "[default: $CURATE_MODELS or ~/.cache/curate/models]")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def rank_command(workdir: Path, workers: int | None, progress: bool) -> None:
+def rank_command(workdir: Path, workers: int | None, models_dir: Path | None, progress: bool) -> None:
     """Train the reject model on WORKDIR's review decisions and rank every crop by p_reject.
 
     Every latest decision in review.sqlite counts (grid, batch or import): rejected crops are the
     positives, accepted ones the negatives. With at least 10 of each, a calibrated logistic
-    regression on each crop's features (the crop and score tables' numbers, colour histograms and
-    edge directions of the image) predicts for every crop the probability that you would reject it.
+    regression on each crop's features (the crop and score tables' numbers, the face found again in
+    the crop, colour histograms and edge directions of the image, and illustration2vec's embedding
+    when it is installed) predicts for every crop the probability that you would reject it.
     Writes WORKDIR/review.rank.parquet (crop_id, p_reject) and review.rank.json (held-out AUC, the
     estimate of bad crops left among the unreviewed, with a 90% interval); the grid then shows the
     likely-bad crops first. Image features are kept in review.features.parquet: a rerun computes
@@ -178,7 +182,7 @@ def rank_command(workdir: Path, workers: int | None, progress: bool) -> None:
     wd = Workdir(workdir)
     if not wd.crops_table.exists():
         raise click.UsageError(f"{wd.crops_table} does not exist; give the workdir `curate crop` wrote")
-    ranking = train_and_rank(wd, workers=workers, progress=progress)
+    ranking = train_and_rank(wd, workers=workers, progress=progress, models_root=models_dir)
     write_ranking(wd, ranking)
     click.echo(summary_line(ranking, wd))
 

@@ -13,8 +13,10 @@ Two kinds, cheapest first:
   a coarse HOG (edge directions in 16x16 cells of a 64x128 copy). Why these and not a network: the
   crops a reviewer rejects are mostly blur, flat colour, text pages, no face or a face in the wrong
   place, which are face-position, colour and edge statistics; they cost ~7 ms a crop on one core with
-  OpenCV alone, and need no weights. (illustration2vec's tags and probabilities, when installed,
-  already enter through the scores table.)
+  OpenCV alone, and need no weights;
+- **an image embedding**, when illustration2vec is installed (`curate models install illustration2vec`):
+  its last hidden layer averaged over space (1024 numbers; `embedding_features`), cached in
+  `review.embeddings.parquet` with the weights' hash, so a change of weights computes them again.
 
 `WORKDIR/review.features.parquet` holds the image features of every crop, keyed by crop id and the crop's
 geometry and file, so a rerun computes only crops that are new or changed (`image_features`).
@@ -257,3 +259,57 @@ def table_features(crops: pa.Table, scores: pa.Table | None) -> tuple[np.ndarray
         matrix = np.concatenate([matrix, missing[:, flags].astype(np.float64)], axis=1)
         names += [f"missing:{names[j]}" for j in flags]
     return matrix.astype(np.float32), names
+
+
+EMBEDDINGS_FILE = "review.embeddings.parquet"
+EMBEDDINGS_SCHEMA = pa.schema([("crop_id", pa.string()), ("key", pa.string()), ("embedding", pa.list_(pa.float32()))])
+
+
+def embedding_features(wd: Workdir, crops: pa.Table, models_root: str | os.PathLike | None = None,
+                       progress: bool = False, batch: int = 32) -> tuple[dict[str, np.ndarray], int] | None:
+    """(crop_id -> illustration2vec embedding, crops computed now), or None when illustration2vec is not
+    installed. Unreadable crops have none. Cached in WORKDIR/review.embeddings.parquet (atomic)."""
+    from curate.score.models import installed, models_dir
+    from curate.score.scorer import CropScorer
+
+    root = models_dir(models_root)
+    manifest = installed(root)
+    if manifest is None:
+        return None
+    weights = str(manifest.get("weights_sha256"))
+    rows = crops.select(["crop_id", "file", "source", "crop_x", "crop_y", "crop_w", "crop_h"]).to_pylist()
+    keys = {r["crop_id"]: hashlib.sha1(f"{_crop_key(r)}:{weights}".encode()).hexdigest()[:16] for r in rows}
+    path = wd.root / EMBEDDINGS_FILE
+    have: dict[str, tuple[str, np.ndarray]] = {}
+    if path.exists():
+        try:
+            for r in pq.read_table(path, schema=EMBEDDINGS_SCHEMA).to_pylist():
+                have[r["crop_id"]] = (r["key"], np.asarray(r["embedding"], np.float32))
+        except (pa.ArrowException, OSError):
+            have = {}
+    todo = [r for r in rows if r["crop_id"] not in have or have[r["crop_id"]][0] != keys[r["crop_id"]]]
+    if todo:
+        import cv2
+
+        net = CropScorer("illustration2vec", root, batch_size=batch).network()
+        steps = range(0, len(todo), batch)
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(steps, desc="embeddings", unit="batch")
+        for at in steps:
+            part = todo[at:at + batch]
+            images, ids = [], []
+            for r in part:
+                bgr = decode_bgr(read_bytes(os.path.join(str(wd.root), r["file"])))
+                if not isinstance(bgr, DecodeFailure):
+                    images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                    ids.append(r["crop_id"])
+            for cid, v in zip(ids, net.embeddings(images)):
+                have[cid] = (keys[cid], v)
+        kept = [r["crop_id"] for r in rows if r["crop_id"] in have]
+        table = pa.table({"crop_id": kept, "key": [keys[c] for c in kept],
+                          "embedding": [have[c][1].tolist() for c in kept]}, schema=EMBEDDINGS_SCHEMA)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    return {c: v for c, (_, v) in have.items() if c in keys}, len(todo)

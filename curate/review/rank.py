@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from curate.core.atomic import atomic_path, write_json
 from curate.core.workdir import Workdir, latest_decisions
-from curate.review.features import image_feature_names, image_features, table_features
+from curate.review.features import embedding_features, image_feature_names, image_features, table_features
 
 MIN_EACH = 10  # decisions of each kind before a model is trained: fewer would rank by noise
 RANK_FILE, RANK_INFO = "review.rank.parquet", "review.rank.json"
@@ -58,9 +58,10 @@ def labels_from_log(wd: Workdir) -> dict[str, int]:
     return {c: int(s == "rejected") for c, s in latest_decisions(wd.review_db).items() if s in ("rejected", "accepted")}
 
 
-def feature_matrix(wd: Workdir, crops: pa.Table, workers: int | None = None,
-                   progress: bool = False) -> tuple[np.ndarray, list[str], int]:
-    """[N, D] features of every crop (crops-table order), their names, and how many crops were featurised now."""
+def feature_matrix(wd: Workdir, crops: pa.Table, workers: int | None = None, progress: bool = False,
+                   models_root: str | os.PathLike | None = None) -> tuple[np.ndarray, list[str], int]:
+    """[N, D] features of every crop (crops-table order), their names, and how many crops were featurised now;
+    illustration2vec's embedding joins them when it is installed."""
     scores = None
     if wd.scores_table.exists():
         scores = pq.read_table(wd.scores_table, columns=[c for c in ("crop_id", "person", "rating_safe",
@@ -77,7 +78,19 @@ def feature_matrix(wd: Workdir, crops: pa.Table, workers: int | None = None,
             img[i] = v
         else:
             unreadable[i, 0] = 1.0  # a crop that cannot be read is a strong hint in itself
-    return np.concatenate([tab, img, unreadable], axis=1), names + inames + ["unreadable"], computed
+    parts, all_names = [tab, img, unreadable], names + inames + ["unreadable"]
+    embedded = embedding_features(wd, crops, models_root, progress=progress)
+    if embedded is not None:
+        vectors, now = embedded
+        width = next((v.shape[0] for v in vectors.values()), 0)
+        emb = np.zeros((crops.num_rows, width), np.float32)
+        for i, cid in enumerate(crops.column("crop_id").to_pylist()):
+            if cid in vectors:
+                emb[i] = vectors[cid]
+        parts.append(emb)
+        all_names += [f"i2v_{j}" for j in range(width)]
+        computed += now
+    return np.concatenate(parts, axis=1), all_names, computed
 
 
 def make_model(seed: int = SEED, folds: int = 3):
@@ -101,7 +114,8 @@ def _needs(counts: dict[str, int]) -> str | None:
     return " and ".join(missing) if missing else None
 
 
-def train_and_rank(wd: Workdir, workers: int | None = None, progress: bool = False, seed: int = SEED) -> Ranking:
+def train_and_rank(wd: Workdir, workers: int | None = None, progress: bool = False, seed: int = SEED,
+                   models_root: str | os.PathLike | None = None) -> Ranking:
     """Fit the reject model on the log's decisions and predict every crop (see the module's docstring)."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -118,7 +132,7 @@ def train_and_rank(wd: Workdir, workers: int | None = None, progress: bool = Fal
     if why is not None:
         info.update(model=None, why=f"the model needs {why} decisions")
         return Ranking(ids, None, info)
-    X, names, computed = feature_matrix(wd, crops, workers=workers, progress=progress)
+    X, names, computed = feature_matrix(wd, crops, workers=workers, progress=progress, models_root=models_root)
     rows = np.array(sorted(i for i, _ in labelled), np.int64)
     y = np.array([labels[ids[i]] for i in rows], np.int64)
     folds = min(FOLDS, int(min(counts.values())))
@@ -129,7 +143,8 @@ def train_and_rank(wd: Workdir, workers: int | None = None, progress: bool = Fal
     unreviewed = np.ones(len(ids), bool)
     unreviewed[rows] = False
     info.update(model="logistic regression (L1, C=2, balanced) on standardised features, Platt-calibrated",
-                features=len(names), featurised_now=computed, folds=folds,
+                features=len(names), embedding="illustration2vec" if any(n.startswith("i2v_") for n in names) else None,
+                featurised_now=computed, folds=folds,
                 held_out={"decisions": int(len(y)), "auc": round(float(roc_auc_score(y, held)), 4),
                           "predicted_rejects": round(float(held.sum()), 2), "actual_rejects": int(y.sum())},
                 estimate=estimate_bad(p[unreviewed], held, y, seed), seconds=round(time.perf_counter() - t0, 2))

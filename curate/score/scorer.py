@@ -167,6 +167,24 @@ class Illustration2VecScorer:
         )
         return np.concatenate([self._infer(batch).numpy() for batch in ds])
 
+    def embeddings(self, images: list[np.ndarray]) -> np.ndarray:
+        """[N, C] image embeddings: the last hidden layer (conv6_3, after its ReLU) averaged over space,
+        the network's own description of the picture one step before its tag outputs."""
+        import keras
+        import tensorflow as tf
+
+        from curate.score.illust2vec import preprocess
+
+        if not hasattr(self, "_embed"):
+            hidden = self.model.get_layer("conv6_3").output
+            sub = keras.Model(self.model.input, keras.layers.GlobalAveragePooling2D()(hidden))
+            self._embed = tf.function(lambda x: sub(x, training=False), reduce_retracing=True)
+        if not images:
+            return np.zeros((0, int(self.model.get_layer("conv6_3").output.shape[-1])), np.float32)
+        ds = (tf.data.Dataset.from_generator(lambda: iter(images), output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+              .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).batch(self.batch_size).prefetch(1))
+        return np.concatenate([self._embed(batch).numpy() for batch in ds]).astype(np.float32)
+
     def columns(self, probs: np.ndarray) -> dict[str, list]:
         """Per-crop person, rating and top-general-tag columns from the probabilities."""
         g0, g1 = self.general
