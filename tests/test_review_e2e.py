@@ -139,3 +139,33 @@ def test_the_reject_model_orders_the_grid_and_accept_below_is_one_undo(tmp_path,
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert sum(s == "accepted" for s in latest_decisions(wd.review_db).values()) == 11
+
+
+def test_the_page_says_why_there_is_no_model_and_keeps_working(tmp_path, browser):
+    """One class only (every decision a reject): no model can be trained; the header says what is
+    missing, the batch accept is hidden, and keys still decide."""
+    import time
+
+    from curate.testing.defects import make_defect_workdir
+    from test_rank import decide
+
+    wd, bad = make_defect_workdir(tmp_path / "work", n=60)
+    decide(wd, bad, rejected=15, accepted=0)
+    proc, url = start_server(wd, "--per-page", "24")
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 760})
+        page.goto(url)
+        deadline = time.monotonic() + 60
+        while "10 more accepted" not in page.locator("#model-text").inner_text() and time.monotonic() < deadline:
+            time.sleep(0.3)
+            page.evaluate("() => window.curateReview.refreshModel()")
+        assert "no reject model yet" in page.locator("#model-text").inner_text()
+        assert "10 more accepted" in page.locator("#model-text").inner_text()
+        assert page.locator("#below-form").is_hidden()
+        page.keyboard.press("a")  # the grid works as before
+        settle(page)
+        assert int(page.locator('[data-count="accepted"]').inner_text()) > 0
+        page.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
