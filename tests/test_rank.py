@@ -47,13 +47,20 @@ def test_the_featurizer_pickles_and_names_its_outputs(workdir):
     assert unit(b"not an image") == "not_an_image" and unit(b"") == "empty_file"
 
 
-def test_no_model_until_ten_of_each(workdir):
+@pytest.mark.parametrize("rejected, accepted, missing", [(9, 30, "1 more rejected"), (30, 0, "10 more accepted")],
+                         ids=["nine-rejected", "one-class-only"])
+def test_no_model_until_ten_of_each_and_the_grid_keeps_the_score_order(workdir, rejected, accepted, missing):
+    from curate.review.session import ReviewSession
+
     wd, bad = workdir
-    decide(wd, bad, rejected=9, accepted=30)
+    decide(wd, bad, rejected=rejected, accepted=accepted)
     r = train_and_rank(wd, workers=1)
-    assert r.p_reject is None and "1 more rejected" in r.info["why"]
+    assert r.p_reject is None and missing in r.info["why"]
     write_ranking(wd, r)
     assert read_ranking(wd)[0] == {} and read_ranking(wd)[1]["model"] is None
+    s = ReviewSession(wd)
+    assert s.default_sort() == "score" and not s.model_summary()["ready"] and s.page()["items"]
+    s.close()
 
 
 def test_the_model_ranks_the_unreviewed_bad_crops_first_and_is_reproducible(workdir):
@@ -171,19 +178,6 @@ def test_the_background_ranker_trains_once_there_are_enough_decisions(workdir):
     finally:
         ranker.stop()
         s.close()
-
-
-def test_one_class_only_keeps_the_score_order(workdir):
-    from curate.review.session import ReviewSession
-
-    wd, bad = workdir
-    decide(wd, bad, rejected=30, accepted=0)
-    r = train_and_rank(wd, workers=1)
-    assert r.p_reject is None and "10 more accepted" in r.info["why"]
-    write_ranking(wd, r)
-    s = ReviewSession(wd)
-    assert s.default_sort() == "score" and not s.model_summary()["ready"] and s.page()["items"]
-    s.close()
 
 
 def test_illustration2vec_s_embedding_joins_the_features_when_installed(workdir, tmp_path):

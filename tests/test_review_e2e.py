@@ -24,14 +24,20 @@ def settle(page) -> None:
     page.evaluate("() => window.curateReview.idle()")
 
 
+def open_grid(browser, url: str, width: int = 1100, height: int = 760):
+    """A page on the grid at `url`, and the list its JavaScript errors go to."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return page, errors
+
+
 def test_keys_decide_and_decisions_survive_reload_and_restart(tmp_path, browser):
     wd = make_review_workdir(tmp_path / "work", n=30, unscored=2)
     proc, url = start_server(wd, "--per-page", "24")
     try:
-        page = browser.new_page(viewport={"width": 1100, "height": 760})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
+        page, errors = open_grid(browser, url)
         tiles = page.eval_on_selector_all(".tile", "ts => ts.map(t => t.dataset.id)")
         assert len(tiles) == 24 and page.locator("#counts").inner_text().count("30") == 2
 
@@ -107,10 +113,7 @@ def test_the_reject_model_orders_the_grid_and_accept_below_is_one_undo(tmp_path,
     decide(wd, bad, rejected=11, accepted=11)
     proc, url = start_server(wd, "--per-page", "48")
     try:
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
+        page, errors = open_grid(browser, url, 1200, 900)
         deadline = time.monotonic() + 90
         while page.locator("#model").get_attribute("data-ready") != "yes" and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -153,8 +156,7 @@ def test_the_page_says_why_there_is_no_model_and_keeps_working(tmp_path, browser
     decide(wd, bad, rejected=15, accepted=0)
     proc, url = start_server(wd, "--per-page", "24")
     try:
-        page = browser.new_page(viewport={"width": 1100, "height": 760})
-        page.goto(url)
+        page, errors = open_grid(browser, url)
         deadline = time.monotonic() + 60
         while "10 more accepted" not in page.locator("#model-text").inner_text() and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -164,7 +166,7 @@ def test_the_page_says_why_there_is_no_model_and_keeps_working(tmp_path, browser
         assert page.locator("#below-form").is_hidden()
         page.keyboard.press("a")  # the grid works as before
         settle(page)
-        assert int(page.locator('[data-count="accepted"]').inner_text()) > 0
+        assert int(page.locator('[data-count="accepted"]').inner_text()) > 0 and errors == []
         page.close()
     finally:
         proc.send_signal(signal.SIGINT)
