@@ -4,8 +4,9 @@ The corpus (built once under work/bench-review-rank/): the real portrait crops o
 sample (curate crop at k=2.0 with padding: 32 crops, each looked at by a person and judged a good
 portrait of one character), each in VARIANTS lightly varied copies (mirror, 2-4% shift, small hue and
 brightness changes, a JPEG re-encode), a quarter of which are given one of the generated defects
-(curate.testing.defects: blur, flat colour, text page, no face, off-centre face, wrong box). The
-defects are the crops the simulated reviewer rejects; every other crop is accepted.
+(curate.testing.defects: blur, flat colour, text page, no face, off-centre face; and a wrong box: the
+same face cut from its own source with k 1.0 or 4.5 instead of 2.0). The defects are the crops the
+simulated reviewer rejects; every other crop is accepted.
 
 The reviewer looks at pages of PAGE crops, in one of three orders:
   random   a seeded shuffle (mean of several seeds)
@@ -74,10 +75,17 @@ def build_corpus(root: Path, variants: int, bad_share: float, seed: int) -> tupl
     if truth_file.exists() and wd.crops_table.exists():
         return wd.root, json.loads(truth_file.read_text())
     shutil.rmtree(root, ignore_errors=True)
-    real = root / "real"
-    subprocess.run([sys.executable, "-m", "curate", "crop", str(SAMPLE / "original"), "--out", str(real), "--k", "2.0",
-                    "--min-k", "1.0", "--pad", "--max-upscale", "4", "--no-progress"], check=True, capture_output=True)
-    rows = pq.read_table(real / "crops.parquet").to_pylist()
+    def crop_at(k: float) -> tuple[Path, dict[str, dict]]:
+        out = root / f"real-k{k}"
+        subprocess.run([sys.executable, "-m", "curate", "crop", str(SAMPLE / "original"), "--out", str(out), "--k", str(k),
+                        "--min-k", "1.0", "--pad", "--max-upscale", "8", "--no-progress"], check=True, capture_output=True)
+        return out, {r["crop_id"]: r for r in pq.read_table(out / "crops.parquet").to_pylist()}
+
+    real, good = crop_at(2.0)
+    rows = list(good.values())
+    # A wrong box is the same face cut with the wrong k from its own source: a close-up that cuts the
+    # face (k 1.0) or a far shot where it is small (k 4.5), as a detector's misjudged box would give.
+    wrong = [crop_at(1.0), crop_at(4.5)]
     rng = np.random.default_rng(seed)
     out_rows, truth = [], []
     n_bad = 0
@@ -87,7 +95,13 @@ def build_corpus(root: Path, variants: int, bad_share: float, seed: int) -> tupl
             image = _variant(rgb, k, rng)
             bad = rng.random() < bad_share
             if bad:
-                image = defective(image, DEFECTS[n_bad % len(DEFECTS)], seed=seed + n_bad)
+                defect = DEFECTS[n_bad % len(DEFECTS)]
+                folder, other = wrong[n_bad % 2]
+                if defect == "geometry" and row["crop_id"] in other:
+                    cut = np.ascontiguousarray(decode_bgr((folder / other[row["crop_id"]]["file"]).read_bytes())[:, :, ::-1])
+                    image = _variant(cut, k, rng)
+                else:
+                    image = defective(image, defect, seed=seed + n_bad)
                 n_bad += 1
             cid = f"{row['crop_id']}_v{k}"
             rel = Workdir.crop_file(cid)
