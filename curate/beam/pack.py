@@ -136,20 +136,28 @@ class _Layout:
             k += 1
 
 
-class _WriteShard(beam.DoFn):
-    """(shard i, level) -> the file entry of that level's file of the shard, copied from the pieces and
-    hashed; one element per file, so the files of one shard are written in parallel too."""
+class _ShardFile(beam.DoFn):
+    """A step with one element per (shard, level) file of the dataset; `_place` says where that file is."""
 
     def __init__(self, sizes: tuple[tuple[int, int], ...], name: str, shard_size: int | None, staging: str):
         self.sizes, self.name, self.shard_size, self.staging = sizes, name, shard_size, staging
 
-    def process(self, item: tuple[int, int], summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        shard, level = item
+    def _place(self, shard: int, level: int, layout: "_Layout") -> tuple[int, int, int, int, str]:
+        """(height, width, first record, end record, final file name) of one file."""
         h, w = self.sizes[level]
-        layout = _Layout(summaries, self.shard_size)
         first = shard * layout.per_shard
         end = min(first + layout.per_shard, layout.records)
-        name = R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ()))
+        return h, w, first, end, R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ()))
+
+
+class _WriteShard(_ShardFile):
+    """(shard i, level) -> the file entry of that level's file of the shard, copied from the pieces and
+    hashed; one element per file, so the files of one shard are written in parallel too."""
+
+    def process(self, item: tuple[int, int], summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        shard, level = item
+        layout = _Layout(summaries, self.shard_size)
+        h, w, first, end, name = self._place(shard, level, layout)
         staged, mark = bio.join(self.staging, name + ".part"), bio.join(self.staging, name + ".json")
         if bio.exists(mark) and bio.exists(staged):  # written by an earlier run or attempt
             with bio.open_read(mark) as f:
@@ -215,28 +223,22 @@ class _EncodeInPlace(_Encode):
                 os.close(fd)
 
 
-class _HashFile(beam.DoFn):
+class _HashFile(_ShardFile):
     """(shard, level) of a gap-free in-place dataset -> its file entry (the provisional file, hashed)."""
-
-    def __init__(self, sizes: tuple[tuple[int, int], ...], name: str, shard_size: int | None, staging: str):
-        self.sizes, self.name, self.shard_size, self.staging = sizes, name, shard_size, staging
 
     def process(self, item: tuple[int, int], summaries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         shard, level = item
-        h, w = self.sizes[level]
         layout = _Layout(summaries, self.shard_size)
         if any(c["skipped"] for c in layout.chunks):
             return  # a gap: Finish rewrites the files in order instead
-        first = shard * layout.per_shard
-        end = min(first + layout.per_shard, layout.records)
+        h, w, first, end, name = self._place(shard, level, layout)
         staged = _provisional(self.staging, R.log2(h), shard)
         with open(staged, "rb") as f:
             digest = hashlib.file_digest(f, "sha256")
         size = os.path.getsize(staged)
         if size != (end - first) * R.record_size(h, w):
             raise OSError(f"{staged} holds {size} bytes, not the {end - first} records its chunks wrote")
-        yield {"staged": staged, "file": R.level_file(self.name, h, *((shard, layout.shards) if self.shard_size else ())),
-               "log2": R.log2(h), "sha256": digest.hexdigest(), "bytes": size, "records": end - first,
+        yield {"staged": staged, "file": name, "log2": R.log2(h), "sha256": digest.hexdigest(), "bytes": size, "records": end - first,
                "order": [level, shard]}
 
 

@@ -185,7 +185,7 @@ def create_app(session: ReviewSession, allowed_hosts: set[str] | None = None, pe
         p = body.get("p") if isinstance(body, dict) else None
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             return _refuse(400, "send {p: a probability in (0, 1]}")
-        if session.model is None or not session.model_summary()["ready"]:
+        if not session.has_model:
             return _refuse(409, "there is no reject model yet: decide more crops first")
         return await changed_response(session.accept_below, float(p))
 

@@ -155,6 +155,24 @@ class _Featurize:
         return [(cid, self.unit(read_bytes(os.path.join(self.root, f)))) for cid, f in chunk]
 
 
+def _vectors(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray | None]:
+    """A list<float32> column as one float32 view per row (None for a null row): no Python float per number."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = arr.values.to_numpy(zero_copy_only=False)
+    offsets = arr.offsets.to_numpy()
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    return [values[offsets[i]:offsets[i + 1]] if valid[i] else None for i in range(len(arr))]
+
+
+def _list_column(vectors: list[np.ndarray | None]) -> pa.Array:
+    """The inverse of `_vectors`: one list<float32> array from per-row vectors (None: a null row)."""
+    lengths = np.array([0 if v is None else len(v) for v in vectors], np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate([v for v in vectors if v is not None] or [np.zeros(0, np.float32)]).astype(np.float32)
+    mask = pa.array([v is None for v in vectors], pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=mask)
+
+
 FEATURES_SCHEMA = pa.schema([("crop_id", pa.string()), ("key", pa.string()), ("reason", pa.string()),
                              ("image", pa.list_(pa.float32()))])
 
@@ -173,12 +191,12 @@ def image_features(wd: Workdir, crops: pa.Table, workers: int | None = None,
     have: dict[str, tuple[str, np.ndarray | None, str | None]] = {}
     if path.exists():
         try:
-            old = pq.read_table(path, schema=FEATURES_SCHEMA).to_pylist()
+            old = pq.read_table(path, schema=FEATURES_SCHEMA)
         except (pa.ArrowException, OSError):
-            old = []  # a damaged cache is only a cache: compute again
-        for r in old:
-            have[r["crop_id"]] = (r["key"], None if r["image"] is None else np.asarray(r["image"], np.float32),
-                                  r["reason"])
+            old = FEATURES_SCHEMA.empty_table()  # a damaged cache is only a cache: compute again
+        for cid, key, reason, image in zip(old.column("crop_id").to_pylist(), old.column("key").to_pylist(),
+                                           old.column("reason").to_pylist(), _vectors(old.column("image"))):
+            have[cid] = (key, image, reason)
     todo = [(r["crop_id"], r["file"]) for r in rows
             if r["crop_id"] not in have or have[r["crop_id"]][0] != keys[r["crop_id"]]]
     if todo:
@@ -195,7 +213,7 @@ def image_features(wd: Workdir, crops: pa.Table, workers: int | None = None,
             "crop_id": [r["crop_id"] for r in rows],
             "key": [keys[r["crop_id"]] for r in rows],
             "reason": [have[r["crop_id"]][2] for r in rows],
-            "image": [None if have[r["crop_id"]][1] is None else have[r["crop_id"]][1].tolist() for r in rows],
+            "image": _list_column([have[r["crop_id"]][1] for r in rows]),
         }, schema=FEATURES_SCHEMA)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
@@ -283,8 +301,9 @@ def embedding_features(wd: Workdir, crops: pa.Table, models_root: str | os.PathL
     have: dict[str, tuple[str, np.ndarray]] = {}
     if path.exists():
         try:
-            for r in pq.read_table(path, schema=EMBEDDINGS_SCHEMA).to_pylist():
-                have[r["crop_id"]] = (r["key"], np.asarray(r["embedding"], np.float32))
+            old = pq.read_table(path, schema=EMBEDDINGS_SCHEMA)
+            have = {cid: (key, v) for cid, key, v in zip(old.column("crop_id").to_pylist(), old.column("key").to_pylist(),
+                                                         _vectors(old.column("embedding")))}
         except (pa.ArrowException, OSError):
             have = {}
     todo = [r for r in rows if r["crop_id"] not in have or have[r["crop_id"]][0] != keys[r["crop_id"]]]
@@ -309,7 +328,7 @@ def embedding_features(wd: Workdir, crops: pa.Table, models_root: str | os.PathL
                 have[cid] = (keys[cid], v)
         kept = [r["crop_id"] for r in rows if r["crop_id"] in have]
         table = pa.table({"crop_id": kept, "key": [keys[c] for c in kept],
-                          "embedding": [have[c][1].tolist() for c in kept]}, schema=EMBEDDINGS_SCHEMA)
+                          "embedding": _list_column([have[c][1] for c in kept])}, schema=EMBEDDINGS_SCHEMA)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
     return {c: v for c, (_, v) in have.items() if c in keys}, len(todo)

@@ -64,9 +64,9 @@ def feature_matrix(wd: Workdir, crops: pa.Table, workers: int | None = None, pro
     illustration2vec's embedding joins them when it is installed."""
     scores = None
     if wd.scores_table.exists():
+        have = set(pq.read_schema(wd.scores_table).names)
         scores = pq.read_table(wd.scores_table, columns=[c for c in ("crop_id", "person", "rating_safe",
-                               "rating_questionable", "rating_explicit", "top_tags", "top_probs")
-                               if c in pq.read_schema(wd.scores_table).names])
+                               "rating_questionable", "rating_explicit", "top_tags", "top_probs") if c in have])
     tab, names = table_features(crops, scores)
     feats, reasons, computed = image_features(wd, crops, workers=workers, progress=progress)
     inames = image_feature_names()

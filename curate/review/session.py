@@ -355,9 +355,14 @@ class ReviewSession:
         with self._lock:
             self.p_reject, self._reject_order, self.model = arr, order, info
 
+    @property
+    def has_model(self) -> bool:
+        """Whether a reject model's ranking is in use."""
+        return self._reject_order is not None
+
     def default_sort(self) -> str:
         """The grid's order when the page names none: the reject model's once there is one."""
-        return "reject" if self._reject_order is not None else "score"
+        return "reject" if self.has_model else "score"
 
     def order(self, sort: str) -> np.ndarray:
         if sort == "reject":
@@ -378,11 +383,11 @@ class ReviewSession:
     def model_summary(self, below: float = 0.05) -> dict[str, Any]:
         """What the page's header says about the reject model."""
         info = self.model or {}
-        out: dict[str, Any] = {"ready": self._reject_order is not None, "training": self.training,
+        out: dict[str, Any] = {"ready": self.has_model, "training": self.training,
                                "problem": self.model_problem,
                                "decisions": info.get("decisions"), "why": info.get("why"),
                                "below": {"p": below, "crops": int(len(self.below(below)))}}
-        if self._reject_order is not None and info.get("estimate"):
+        if self.has_model and info.get("estimate"):
             out.update(auc=info["held_out"]["auc"], held_out=info["held_out"]["decisions"], estimate=info["estimate"])
         return out
 
