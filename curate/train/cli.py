@@ -87,24 +87,33 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
               help="Truncate only the first N style layers  [default: the run's, 8]")
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
               help="Interpolation frames between consecutive seeds.")
+@click.option("--from", "from_pngs", multiple=True, metavar="PNG",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A PNG written by curate generate or curate explore: its image again (latent and edits). Repeatable.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Output folder  [default: RUN/generated]")
-def generate_command(run, seeds, psi, cutoff, steps, out):
+def generate_command(run, seeds, psi, cutoff, steps, from_pngs, out):
     """Write images from RUN's latest checkpoint (the averaged generator Gs) and an interpolation strip.
 
     One PNG per seed (seed<NNNN>.png) at the resolution the run has reached, truncated towards
     the average w (psi 0.7 on the first 8 layers by default), and interpolation.png: a strip
-    moving through the seeds in w space with the noise held fixed.
+    moving through the seeds in w space with the noise held fixed. Every PNG carries its latent
+    (w, z, seed, psi) in a text chunk: `--from` one of them (or one saved by `curate explore`)
+    draws it again, edits included. With --from and no --seeds, only those images are drawn.
 
     \b
     Examples:
       curate generate runs/00000-smoke
       curate generate runs/00003-stylegan-512x256 --seeds 1-16 --truncation 0.5 -o samples
       curate generate runs/00003-stylegan-512x256 --seeds 4,8,15 --steps 30 --truncation 1
+      curate generate runs/00003-stylegan-512x256 --from liked.png --from other.png --steps 16
     """
     from curate.train.generate import generate_images
 
-    res = generate_images(run, seeds, out or Path(run) / "generated", psi=psi, cutoff=cutoff, steps=steps)
+    if from_pngs and click.get_current_context().get_parameter_source("seeds").name == "DEFAULT":
+        seeds = []
+    res = generate_images(run, seeds, out or Path(run) / "generated", psi=psi, cutoff=cutoff, steps=steps,
+                          from_pngs=from_pngs)
     strip = f" + {res['strip']}" if res["strip"] else ""
     click.echo(f"generate: {len(res['files'])} images at level {res['level']} (alpha {res['alpha']:.2f}, "
                f"kimg {res['kimg']:.3f}, psi {res['psi']}) -> {out or Path(run) / 'generated'}{strip}")

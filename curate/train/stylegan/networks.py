@@ -89,14 +89,26 @@ class Synthesis(tf.Module):
         x = self.epi0[level](x, ws[:, i], seeds[i])
         return self.epi1[level](self.conv1[level](x), ws[:, i + 1], seeds[i + 1])
 
-    def __call__(self, ws, level: int, alpha, seed):
-        """ws [N, >= num_layers(level), D], alpha scalar in [0, 1], seed int [2] for the noise."""
+    def blocks(self, ws, level: int, seed, hook=None, upto: int | None = None):
+        """The feature maps of the last two levels run (prev, x), through `upto` (default: `level`).
+
+        The noise is drawn for a network of `level`, so the maps of a level are those its image is made
+        from. `hook(lv, x) -> x`, when given, edits each level's output before the next level reads it
+        (curate explore's local edits); without one, the ops are exactly the training graph's.
+        """
         seeds = tf.random.experimental.stateless_split(seed, self.arch.num_layers(level))
         x = prev = None
-        for lv in range(2, level + 1):
+        for lv in range(2, (level if upto is None else upto) + 1):
             prev, x = x, self.block(x, lv, ws, seeds)
             if lv == 2 and self.compute_dtype is not None:
                 x = tf.cast(x, self.compute_dtype)
+            if hook is not None:
+                x = hook(lv, x)
+        return prev, x
+
+    def __call__(self, ws, level: int, alpha, seed, hook=None):
+        """ws [N, >= num_layers(level), D], alpha scalar in [0, 1], seed int [2] for the noise."""
+        prev, x = self.blocks(ws, level, seed, hook)
         img = self.torgb[level](x)
         if level > 2:
             low = upscale2d(self.torgb[level - 1](prev))
