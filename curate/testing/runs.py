@@ -11,15 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_run(path: str | Path, height: int = 16, width: int = 8, seed: int = 0, **settings) -> Path:
-    """<path> as a run folder of a `height` x `width` generator; the path."""
+def make_run(path: str | Path, height: int = 16, width: int = 8, seed: int = 0, config: str = "smoke",
+             **settings) -> Path:
+    """<path> as a run folder of a `height` x `width` generator of a config's shape; the path."""
     from curate.train.checkpoints import FOLDER
     from curate.train.runfolder import write_run_config
     from curate.train.stylegan.config import CONFIGS, replace
     from curate.train.stylegan.networks import Generator
     from curate.train.stylegan.ops import tf
 
-    config = replace(CONFIGS["smoke"], end_height=height, seed=seed, **settings)
+    config = replace(CONFIGS[config], end_height=height, seed=seed, **settings)
     arch = config.arch(height, width)
     run = Path(path)
     run.mkdir(parents=True, exist_ok=True)
