@@ -215,3 +215,25 @@ def test_edits_are_saved_and_reloaded(ex, tmp_path):
     assert E.EditStore(tmp_path).get("mouth") == edit
     with pytest.raises(ExploreError, match="name an edit"):
         store.save(Edit(level=4, channels=(1,)))
+
+
+def test_directions_from_illustration2vec_tags(ex, tmp_path):
+    from curate.score.models import install_illustration2vec
+    from curate.testing.i2v import random_weights, write_caffemodel, write_tags
+
+    assert D.installed_tagger(tmp_path / "none") is None  # not installed: no tagger, the page says so
+    src = tmp_path / "src"
+    src.mkdir()
+    write_caffemodel(src / "illust2vec_tag_ver200.caffemodel", random_weights(16))
+    write_tags(src / "tag_list.json")
+    install_illustration2vec(src, tmp_path / "models", progress=False)
+    tagger = D.installed_tagger(tmp_path / "models")
+    tags = [tagger.tags[0], tagger.tags[3]]
+    dirs = D.from_tags(ex, tagger, tags, samples=12)
+    assert [d.name for d in dirs] == tags and "top 3 of 12" in dirs[0].source
+    # each is the top quarter by the tag's probability against the bottom quarter
+    lats = [ex.from_seed(s) for s in range(12)]
+    p = tagger(ex.render(lats))[tags[1]]
+    order = np.argsort(p, kind="stable")
+    want = np.mean([lats[i].w for i in order[-3:]], axis=0) - np.mean([lats[i].w for i in order[:3]], axis=0)
+    assert np.allclose(dirs[1].vector, want)

@@ -17,6 +17,12 @@ from curate.explore.latent import ExploreError, Latent
 from curate.explore.store import Store
 
 MIN_EACH = 2
+# the attributes a portrait's tags describe well (illustration2vec's names, as Danbooru's with spaces)
+ATTRIBUTE_TAGS = (
+    "blonde hair", "brown hair", "black hair", "blue hair", "pink hair", "purple hair", "red hair", "silver hair",
+    "white hair", "green hair", "blue eyes", "red eyes", "brown eyes", "green eyes", "purple eyes", "yellow eyes",
+    "smile", "open mouth", "blush", "long hair", "short hair", "twintails", "ponytail", "hat", "glasses",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +100,26 @@ def from_tags(ex, tagger, tags: Sequence[str], samples: int = 200, psi: float | 
         out.append(from_marks(tag, [latents[i] for i in order[-k:]], [latents[i] for i in order[:k]],
                               source=f"illustration2vec: {tag!r}, top {k} of {samples} samples against the bottom {k}"))
     return out
+
+
+def installed_tagger(models_root: str | os.PathLike | None = None):
+    """A tagger over the installed illustration2vec for from_tags, and its tag names; None when it is not installed."""
+    from curate.score.models import installed, load_illustration2vec, models_dir
+    from curate.score.scorer import Illustration2VecScorer
+
+    root = models_dir(models_root)
+    if installed(root) is None:
+        return None
+    model, tags, _ = load_illustration2vec(root)
+    scorer = Illustration2VecScorer(model, tags)
+    index = {t: i for i, t in enumerate(tags)}
+
+    def tagger(images) -> dict[str, np.ndarray]:
+        p = scorer.probabilities(list(images))
+        return {t: p[:, i] for t, i in index.items()}
+
+    tagger.tags = tags
+    return tagger
 
 
 class DirectionStore(Store[Direction]):
