@@ -18,7 +18,7 @@ import urllib.parse
 import pytest
 
 from conftest import ROOT, assert_one_line_error, run_curate
-from curate.review.app import MAX_DEPTH, nesting_depth
+from curate.core.web import MAX_DEPTH, nesting_depth
 from curate.review.session import ReviewSession
 from curate.testing.review import make_review_workdir
 from curate.core.workdir import Workdir

@@ -321,7 +321,7 @@ def test_contact_sheet(wd, tmp_path):
 
 
 def test_listening_socket_is_tcp_so_asyncio_sets_nodelay():
-    from curate.review.cli import bind_socket, is_loopback
+    from curate.core.web import bind_socket, is_loopback
 
     sock = bind_socket("127.0.0.1", 0)
     try:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-import ipaddress
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -35,33 +33,6 @@ def _refuse_clobbering(out: Path, wd: Workdir, inputs: list[Path]) -> None:
     from curate.core.paths import refuse_output_among_inputs
 
     refuse_output_among_inputs(out, inputs=[*inputs, *_log_files(wd)], option="--out")
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and 'localhost'."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0 = any free one); UsageError when it cannot be had."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must be named: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and
-    # without it every keep-alive response waits ~40 ms (Nagle against the browser's delayed ACK).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise click.UsageError(f"cannot listen on {host}:{port} ({e.strerror}); pick another with --port N (0 = any free port)") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
 
 
 @click.group("review", cls=StageGroup, context_settings={"max_content_width": 100})
@@ -109,8 +80,7 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
       curate review grid work --port 0              # any free port
       curate review grid work --host 0.0.0.0        # reachable from other machines (warns)
     """
-    import uvicorn
-
+    from curate.core.web import allowed_hosts, bind_socket, is_loopback, page_url, serve
     from curate.review.session import ReviewSession
     from curate.review.app import create_app
 
@@ -123,26 +93,21 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
     except BaseException:
         session.close()
         raise
-    allowed = {"127.0.0.1", "localhost", "::1", host} if loopback else None
-    app = create_app(session, allowed_hosts=allowed, per_page=per_page)
+    app = create_app(session, allowed_hosts=allowed_hosts(host), per_page=per_page)
     if not loopback:
         click.echo(f"review: warning: listening on {host}, not loopback: anyone who can reach this machine "
                    "can see the crops and change decisions", err=True)
-    bound = sock.getsockname()[1]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "localhost") else host
-    shown = f"[{shown}]" if ":" in shown else shown
     c = session.counts()
     dup = f"; {index.duplicates:,} duplicate crop ids ignored" if index.duplicates else ""
     click.echo(f"review: {c['total']:,} crops ({c['pending']:,} pending, {c['accepted']:,} accepted, "
                f"{c['rejected']:,} rejected{dup})")
-    click.echo(f"review: open http://{shown}:{bound}/   (Ctrl+C to stop)", nl=True)
+    click.echo(f"review: open {page_url(host, sock)}   (Ctrl+C to stop)", nl=True)
     sys.stdout.flush()
     from curate.review.rank import BackgroundRanker
 
     ranker = BackgroundRanker(session).start(now=True)  # trains now if the log already supports a model
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     try:
-        server.run(sockets=[sock])
+        serve(app, sock)
     finally:
         ranker.stop()
         c = session.counts()
