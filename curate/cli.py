@@ -32,6 +32,7 @@ COMMANDS = {
     "inspect": "curate.dataset.inspect_cli:inspect_command",
     "train": "curate.train.cli:train_command",
     "generate": "curate.train.cli:generate_command",
+    "explore": "curate.explore.cli:explore_command",
     "run": "curate.pipeline.cli:run_command",
     "report": "curate.report.cli:report_command",
     "models": "curate.score.models_cli:models_group",
@@ -107,6 +108,7 @@ def cli() -> None:
       inspect  read a packed dataset back with tf.data; check hashes, counts, shapes
       train    DATASET_DIR -> a progressive StyleGAN run (8x4 .. 512x256), resumable
       generate RUN -> images and an interpolation strip from the trained generator
+      explore  RUN -> a browser page: interpolate, attribute directions, feature maps, local edits
       models   install / list pretrained weights (illustration2vec)
       run      a pipeline from pipelines/: every stage, rerunning only what changed
       report   WORKDIR -> report.html        (funnel, plots, sample grids)
