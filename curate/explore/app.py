@@ -52,6 +52,7 @@ from starlette.templating import Jinja2Templates
 from curate.core.errors import CurateError
 from curate.core.web import HostCheck, read_body, read_json_body, refuse, same_origin_problem
 from curate.explore import Edit, ExploreError, Explorer, Latent
+from curate.explore.latent import parse_seeds
 
 HERE = Path(__file__).resolve().parent
 MAX_JSON = 256 * 1024  # the page's own requests are a few hundred bytes
@@ -87,22 +88,6 @@ class Bounded(OrderedDict):
         self.move_to_end(key)
         while len(self) > self.limit:
             self.popitem(last=False)
-
-
-def parse_seeds(text: str, limit: int = MAX_SEEDS) -> list[int]:
-    """'1-4,9' -> [1, 2, 3, 4, 9]; BadRequest for anything else, or more than `limit` seeds."""
-    out: list[int] = []
-    for part in str(text).split(","):
-        m = re.fullmatch(r"\s*(\d{1,9})\s*(?:-\s*(\d{1,9})\s*)?", part)
-        if not m:
-            raise BadRequest(f"{part.strip()!r} is not a seed or a range like 3-7")
-        lo, hi = int(m[1]), int(m[2] or m[1])
-        if hi < lo:
-            raise BadRequest(f"{part.strip()!r}: the range is backwards")
-        if len(out) + hi - lo + 1 > limit:
-            raise BadRequest(f"at most {limit} seeds at a time")
-        out.extend(range(lo, hi + 1))
-    return out
 
 
 def _number(body: dict, key: str, lo: float, hi: float, default: Any = None, integer: bool = False) -> Any:
@@ -325,7 +310,7 @@ def create_app(explorer: Explorer, allowed_hosts: set[str] | None = None) -> Any
 
     # --- images ---
     def generate(body: dict) -> dict:
-        seeds = parse_seeds(body.get("seeds", "0-7"))
+        seeds = parse_seeds(body.get("seeds", "0-7"), limit=MAX_SEEDS)
         psi = None if body.get("psi") is None else _number(body, "psi", 0, 2)
         return {"images": [s.show(explorer.from_seed(seed, psi), label=f"seed {seed}") for seed in seeds]}
 
@@ -392,7 +377,7 @@ def create_app(explorer: Explorer, allowed_hosts: set[str] | None = None) -> Any
         info = s.levels[level]
         x = _number(body, "x", 0, info["width"] - 1, integer=True)
         y = _number(body, "y", 0, info["height"] - 1, integer=True)
-        n = _number(body, "n", 1, info["channels"], default=10, integer=True)
+        n = min(info["channels"], _number(body, "n", 1, 4096, default=10, integer=True))
         maps = s.feature_maps(i, latent, edits, level)
         return {"x": x, "y": y, "channels": [[int(c), float(v)] for c, v in map_ops.cell_channels(maps, x, y, n)]}
 
@@ -402,7 +387,7 @@ def create_app(explorer: Explorer, allowed_hosts: set[str] | None = None) -> Any
             raise BadRequest("ids must be a list of 1 to 32 images")
         latents = [s.image(i)[1] for i in ids]
         level = s.level(body)
-        n = _number(body, "n", 1, s.levels[level]["channels"], default=8, integer=True)
+        n = min(s.levels[level]["channels"], _number(body, "n", 1, 4096, default=8, integer=True))
         found = edit_ops.find_channels(explorer, latents, level, s.region(body.get("region")), n=n)
         return {"channels": [int(c) for c in found]}
 

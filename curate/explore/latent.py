@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ FORMAT = "curate-latent/1"
 
 class ExploreError(CurateError):
     """A run, latent, direction or edit that cannot be used (one line for the CLI and the page)."""
+
+
+def parse_seeds(text: str, limit: int | None = None) -> list[int]:
+    """'1,5,10-12' -> [1, 5, 10, 11, 12]; ExploreError for anything else, or for more than `limit` seeds."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise ExploreError(f"{part.strip()!r} is not a seed or a range like 3-7")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if hi < lo:
+            raise ExploreError(f"{part.strip()!r}: the range is backwards")
+        if limit is not None and len(out) + hi - lo + 1 > limit:
+            raise ExploreError(f"at most {limit} seeds at a time")
+        out.extend(range(lo, hi + 1))
+    return out
 
 
 def _pack(a: np.ndarray | None) -> dict[str, Any] | None:

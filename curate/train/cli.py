@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
@@ -65,16 +64,12 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
 
 
 def _seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
-    out: list[int] = []
-    for part in value.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise click.BadParameter(f"{part!r} is not a seed or a range like 3-7")
-        lo, hi = int(m[1]), int(m[2] or m[1])
-        if hi < lo:
-            raise click.BadParameter(f"{part!r}: the range is backwards")
-        out.extend(range(lo, hi + 1))
-    return out
+    from curate.explore.latent import ExploreError, parse_seeds  # NumPy and Pillow only: no TensorFlow
+
+    try:
+        return parse_seeds(value)
+    except ExploreError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.command("generate", context_settings={"max_content_width": 100})
