@@ -96,6 +96,18 @@ def run_curate(*args, cwd=None, timeout: float = 120, env: dict | None = None) -
                           cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def start_curate_server(*args) -> tuple[subprocess.Popen, str]:
+    """A real `python -m curate ARGS` web server (review grid, explore) on the port it prints; it and its URL."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "curate", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if "http://" in line:
+            return proc, line.split("open ")[1].split()[0]
+    proc.kill()
+    raise AssertionError(f"the server did not start: {proc.stderr.read()[-3000:]}")
+
+
 def assert_one_line_error(r: subprocess.CompletedProcess, *words: str, code: int | None = None) -> str:
     """The command failed with one line on stderr (no traceback) that contains each of `words`."""
     err = r.stderr.strip()

@@ -23,6 +23,8 @@ from curate.review.session import ReviewSession, ThumbnailCache, load_index
 from curate.testing.review import make_review_workdir
 from curate.core.workdir import Workdir, latest_decisions
 
+from conftest import start_curate_server
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -237,14 +239,7 @@ def curate(*args, **kw) -> subprocess.CompletedProcess:
 
 def start_server(wd: Workdir, *extra: str) -> tuple[subprocess.Popen, str]:
     """A real `curate review grid` process on a free port; returns it and its URL."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "curate", "review", "grid", str(wd.root), "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    for line in proc.stdout:
-        if "http://" in line:
-            return proc, line.split("open ")[1].split()[0]
-    proc.kill()
-    raise AssertionError(f"server did not start: {proc.stderr.read()}")
+    return start_curate_server("review", "grid", wd.root, "--port", "0", *extra)
 
 
 def post(url: str, body: dict) -> dict:

@@ -65,22 +65,28 @@
   }
 
   const say = (text) => { info.textContent = text; };
+
+  // an element with properties (dataset and style merged in) and children
+  function el(tag, props = {}, ...children) {
+    const { dataset, style, ...rest } = props;
+    const e = Object.assign(document.createElement(tag), rest);
+    Object.assign(e.dataset, dataset || {});
+    Object.assign(e.style, style || {});
+    e.append(...children);
+    return e;
+  }
+  const button = (text, title, onclick, className = "") => el("button", { type: "button", textContent: text, title, onclick, className });
   const nameOf = (im) => (im.seed != null && !im.edits && im.label.startsWith("seed") ? `seed${im.seed}` : `image${im.id}`);
-  const caption = (im) => im.label + (im.psi != null && im.seed != null ? ` · ψ ${(+im.psi).toFixed(2)}` : "");
+  const caption = (im) => im.label +
+    (im.seed != null && !im.label.startsWith("seed") ? ` · seed ${im.seed}` : "") +
+    (im.psi != null && im.seed != null ? ` · ψ ${(+im.psi).toFixed(2)}` : "") +
+    (im.edits ? ` · ${im.edits} edit${im.edits > 1 ? "s" : ""}` : "");
 
   // --- the grid ---
   function addTile(im) {
     images.push(im);
-    const f = document.createElement("figure");
-    f.className = "tile";
-    f.dataset.id = im.id;
-    const img = document.createElement("img");
-    img.src = im.url;
-    img.alt = im.label;
-    img.decoding = "async";
-    const cap = document.createElement("figcaption");
-    cap.textContent = caption(im);
-    f.append(img, cap);
+    const f = el("figure", { className: "tile", dataset: { id: im.id } },
+      el("img", { src: im.url, alt: im.label, decoding: "async" }), el("figcaption", { textContent: caption(im) }));
     gallery.append(f);
     tiles.set(im.id, f);
     $("empty").hidden = true;
@@ -108,11 +114,16 @@
       base = images[i];
       resetPanel(false);
     }
-    say(`${caption(base)} · image ${base.id}${selected.length ? ` · ${selected.length} selected` : ""}`);
+    describe();
+  }
+
+  function describe() {
+    if (base) say(`${caption(base)} · image ${base.id}${selected.length ? ` · ${selected.length} selected` : ""}`);
   }
 
   function toggleSelect(id) {
     selected = selected.includes(id) ? selected.filter((x) => x !== id) : [...selected, id];
+    describe();
     tiles.forEach((t, k) => {
       const n = selected.indexOf(k);
       t.classList.toggle("selected", n >= 0);
@@ -145,7 +156,7 @@
     const img = $("current");
     img.src = im.url;
     img.hidden = false;
-    $("current-label").textContent = `${caption(im)} · image ${im.id}` + (im.edits ? ` · ${im.edits} edit${im.edits > 1 ? "s" : ""}` : "");
+    $("current-label").textContent = `${caption(im)} · image ${im.id}`;
     const a = $("download");
     a.href = im.url;
     a.download = `${nameOf(im)}.png`;
@@ -257,36 +268,20 @@
     const list = $("directions");
     list.replaceChildren();
     for (const d of directions) {
-      const row = document.createElement("div");
-      row.className = "direction";
-      row.dataset.name = d.name;
-      row.title = d.source;
-      const label = document.createElement("span");
-      label.className = "dname";
-      label.textContent = d.name;
-      const slider = document.createElement("input");
-      Object.assign(slider, { type: "range", min: -3, max: 3, step: 0.1, value: amounts[d.name] || 0 });
-      slider.className = "amount";
-      const out = document.createElement("output");
-      out.textContent = (+slider.value).toFixed(1);
+      const slider = el("input", { type: "range", min: -3, max: 3, step: 0.1, value: amounts[d.name] || 0, className: "amount" });
+      const out = el("output", { textContent: (+slider.value).toFixed(1) });
       slider.addEventListener("input", () => {
         amounts[d.name] = +slider.value;
         out.textContent = (+slider.value).toFixed(1);
         deriveSoon();
       });
-      const weight = document.createElement("input");
-      Object.assign(weight, { type: "number", step: 0.5, value: 0, title: "weight in a combination" });
-      weight.className = "weight";
-      const del = document.createElement("button");
-      del.type = "button";
-      del.textContent = "×";
-      del.title = `delete ${d.name}`;
-      del.addEventListener("click", async () => {
+      const del = button("×", `delete ${d.name}`, async () => {
         const data = await call("/api/directions/delete", { name: d.name });
         if (data) { directions = data.directions; delete amounts[d.name]; renderDirections(); }
       });
-      row.append(label, slider, out, weight, del);
-      list.append(row);
+      list.append(el("div", { className: "direction", title: d.source, dataset: { name: d.name } },
+        el("span", { className: "dname", textContent: d.name }), slider, out,
+        el("input", { type: "number", step: 0.5, value: 0, title: "weight in a combination", className: "weight" }), del));
     }
   }
 
@@ -364,13 +359,8 @@
     const out = $("cell-out");
     out.replaceChildren(`cell (${data.x}, ${data.y}), most active: `);
     for (const [c, v] of data.channels) {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = `chan ${v >= 0 ? "pos" : "neg"}`;
-      b.textContent = `${c} (${v >= 0 ? "+" : ""}${v.toFixed(2)})`;
-      b.title = "add to the edit's channels";
-      b.addEventListener("click", () => addChannel(c, maps.level));
-      out.append(b);
+      out.append(button(`${c} (${v >= 0 ? "+" : ""}${v.toFixed(2)})`, "add to the edit's channels",
+        () => addChannel(c, maps.level), `chan ${v >= 0 ? "pos" : "neg"}`));
     }
     const lv = state.levels.find((l) => l.level === maps.level);
     const mark = $("cell-mark");
@@ -423,31 +413,19 @@
     const list = $("edits");
     list.replaceChildren();
     for (const e of savedEdits) {
-      const row = document.createElement("div");
-      row.className = "saved-edit";
-      row.dataset.name = e.name;
-      const label = document.createElement("span");
-      label.textContent = `${e.name}: level ${e.level}, channels ${e.channels.join(", ")}, × ${e.multiplier}`;
-      const use = document.createElement("button");
-      use.type = "button";
-      use.textContent = "apply";
-      use.title = "apply to the current image";
-      use.addEventListener("click", () => {
+      const use = button("apply", "apply to the current image", () => {
         $("edit-level").value = e.level;
         $("edit-channels").value = e.channels.join(", ");
         $("edit-mult").value = e.multiplier;
         setRegion(e.region);
         applyEdit();
       });
-      const del = document.createElement("button");
-      del.type = "button";
-      del.textContent = "×";
-      del.addEventListener("click", async () => {
+      const del = button("×", `delete ${e.name}`, async () => {
         const data = await call("/api/edits/delete", { name: e.name });
         if (data) { savedEdits = data.edits; renderEdits(); }
       });
-      row.append(label, use, del);
-      list.append(row);
+      list.append(el("div", { className: "saved-edit", dataset: { name: e.name } },
+        el("span", { textContent: `${e.name}: level ${e.level}, channels ${e.channels.join(", ")}, × ${e.multiplier}` }), use, del));
     }
   }
 
