@@ -134,7 +134,8 @@ def found_at(order: list[int], truth: np.ndarray, share: float) -> float:
     return float((np.searchsorted(seen, need) + 1) / len(truth))
 
 
-def ranked_order(X: np.ndarray, truth: np.ndarray, start: list[int], page: int, min_each: int, seed: int) -> list[int]:
+def ranked_order(X: np.ndarray, names: list[str], truth: np.ndarray, start: list[int], page: int, min_each: int,
+                 seed: int) -> list[int]:
     """The simulated reviewer's path through the crops when the model picks each next page."""
     from curate.review.rank import make_model
 
@@ -144,7 +145,7 @@ def ranked_order(X: np.ndarray, truth: np.ndarray, start: list[int], page: int, 
     while left:
         y = truth[looked] if looked else np.array([], int)
         if looked and y.sum() >= min_each and (len(y) - y.sum()) >= min_each:
-            model = make_model(seed, folds=min(3, int(min(y.sum(), len(y) - y.sum())))).fit(X[looked], y)
+            model = make_model(names, seed, folds=min(3, int(min(y.sum(), len(y) - y.sum())))).fit(X[looked], y)
             rest = np.array(sorted(left))
             p = model.predict_proba(X[rest])[:, 1]
             nxt = [int(i) for i in rest[np.argsort(-p, kind="stable")[:page]]]
@@ -171,14 +172,14 @@ def measure(args, seed: int) -> dict[str, list[float]]:
                                  args.bad_share, seed)
     wd = Workdir(root)
     crops = pq.read_table(wd.crops_table)
-    X, _, _ = feature_matrix(wd, crops)
+    X, names, _ = feature_matrix(wd, crops)
     truth = np.array([d is not None for d in defects], int)
     scores = pq.read_table(wd.scores_table, columns=["crop_id", "kept"]).to_pydict()
     kept = dict(zip(scores["crop_id"], scores["kept"]))
     conf = crops.column("confidence").to_numpy(zero_copy_only=False)
     ids = crops.column("crop_id").to_pylist()
     score_order = sorted(range(len(ids)), key=lambda i: (bool(kept.get(ids[i], True)), conf[i], i))
-    ranked = ranked_order(X, truth, score_order, args.page, MIN_EACH, seed)
+    ranked = ranked_order(X, names, truth, score_order, args.page, MIN_EACH, seed)
     randoms = [list(np.random.default_rng(s).permutation(len(truth))) for s in range(20)]
     rows = {
         "random": [float(np.mean([found_at(o, truth, q) for o in randoms])) for q in (0.9, 0.95)],
