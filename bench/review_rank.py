@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SAMPLE = ROOT.parent / "shared" / "data" / "danbooru-sample"
+CORPUS = 2  # raise when build_corpus makes other crops: the cached corpora are built again
 
 
 def _variant(rgb: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -75,20 +76,23 @@ def build_corpus(root: Path, variants: int, bad_share: float, seed: int) -> tupl
     if truth_file.exists() and wd.crops_table.exists():
         return wd.root, json.loads(truth_file.read_text())
     shutil.rmtree(root, ignore_errors=True)
-    def crop_at(k: float) -> tuple[Path, dict[str, dict]]:
+    def crop_at(k: float, min_k: float = 1.0) -> tuple[Path, dict[str, dict]]:
         out = root / f"real-k{k}"
         subprocess.run([sys.executable, "-m", "curate", "crop", str(SAMPLE / "original"), "--out", str(out), "--k", str(k),
-                        "--min-k", "1.0", "--pad", "--max-upscale", "8", "--no-progress"], check=True, capture_output=True)
+                        "--min-k", str(min_k), "--pad", "--max-upscale", "8", "--no-progress"], check=True, capture_output=True)
         return out, {r["crop_id"]: r for r in pq.read_table(out / "crops.parquet").to_pylist()}
 
     real, good = crop_at(2.0)
     rows = list(good.values())
     # A wrong box is the same face cut with the wrong k from its own source: a close-up that cuts the
     # face (k 1.0) or a far shot where it is small (k 4.5), as a detector's misjudged box would give.
-    wrong = [crop_at(1.0), crop_at(4.5)]
+    # The far shot keeps k 4.5 and is padded where the source ends: with --min-k 1.0 the crop stage
+    # would shrink k to fit, and on the sample's 512 px sources most k 4.5 boxes would then be the
+    # k 2.0 box itself (21 of 29 were pixel for pixel), a good crop labelled bad.
+    wrong = {1.0: crop_at(1.0), 4.5: crop_at(4.5, min_k=4.5)}
     rng = np.random.default_rng(seed)
     out_rows, truth = [], []
-    n_bad = 0
+    n_bad = n_wrong = 0
     for i, row in enumerate(rows):
         rgb = np.ascontiguousarray(decode_bgr((real / row["file"]).read_bytes())[:, :, ::-1])
         for k in range(variants):
@@ -96,8 +100,12 @@ def build_corpus(root: Path, variants: int, bad_share: float, seed: int) -> tupl
             bad = rng.random() < bad_share
             if bad:
                 defect = DEFECTS[n_bad % len(DEFECTS)]
-                folder, other = wrong[n_bad % 2]
+                # close-ups and far shots in turn; a close-up only of a face whose good crop is wider
+                # than 1.4 face widths (the crop stage shrinks k to fit, so some good crops are k 1.0-1.3)
+                k_good = row["crop_w"] / max(row["face_w"], 1)
+                folder, other = wrong[1.0 if n_wrong % 2 == 0 and k_good >= 1.4 else 4.5]
                 if defect == "geometry" and row["crop_id"] in other:
+                    n_wrong += 1
                     cut = np.ascontiguousarray(decode_bgr((folder / other[row["crop_id"]]["file"]).read_bytes())[:, :, ::-1])
                     image = _variant(cut, k, rng)
                 else:
@@ -126,7 +134,8 @@ def found_at(order: list[int], truth: np.ndarray, share: float) -> float:
     return float((np.searchsorted(seen, need) + 1) / len(truth))
 
 
-def ranked_order(X: np.ndarray, truth: np.ndarray, start: list[int], page: int, min_each: int, seed: int) -> list[int]:
+def ranked_order(X: np.ndarray, names: list[str], truth: np.ndarray, start: list[int], page: int, min_each: int,
+                 seed: int) -> list[int]:
     """The simulated reviewer's path through the crops when the model picks each next page."""
     from curate.review.rank import make_model
 
@@ -136,7 +145,7 @@ def ranked_order(X: np.ndarray, truth: np.ndarray, start: list[int], page: int, 
     while left:
         y = truth[looked] if looked else np.array([], int)
         if looked and y.sum() >= min_each and (len(y) - y.sum()) >= min_each:
-            model = make_model(seed, folds=min(3, int(min(y.sum(), len(y) - y.sum())))).fit(X[looked], y)
+            model = make_model(names, seed, folds=min(3, int(min(y.sum(), len(y) - y.sum())))).fit(X[looked], y)
             rest = np.array(sorted(left))
             p = model.predict_proba(X[rest])[:, 1]
             nxt = [int(i) for i in rest[np.argsort(-p, kind="stable")[:page]]]
@@ -159,18 +168,18 @@ def measure(args, seed: int) -> dict[str, list[float]]:
     from curate.review.rank import MIN_EACH, feature_matrix
 
     t0 = time.perf_counter()
-    root, defects = build_corpus(args.cache / f"v{args.variants}-b{args.bad_share}-s{seed}", args.variants,
+    root, defects = build_corpus(args.cache / f"c{CORPUS}-v{args.variants}-b{args.bad_share}-s{seed}", args.variants,
                                  args.bad_share, seed)
     wd = Workdir(root)
     crops = pq.read_table(wd.crops_table)
-    X, _, _ = feature_matrix(wd, crops)
+    X, names, _ = feature_matrix(wd, crops)
     truth = np.array([d is not None for d in defects], int)
     scores = pq.read_table(wd.scores_table, columns=["crop_id", "kept"]).to_pydict()
     kept = dict(zip(scores["crop_id"], scores["kept"]))
     conf = crops.column("confidence").to_numpy(zero_copy_only=False)
     ids = crops.column("crop_id").to_pylist()
     score_order = sorted(range(len(ids)), key=lambda i: (bool(kept.get(ids[i], True)), conf[i], i))
-    ranked = ranked_order(X, truth, score_order, args.page, MIN_EACH, seed)
+    ranked = ranked_order(X, names, truth, score_order, args.page, MIN_EACH, seed)
     randoms = [list(np.random.default_rng(s).permutation(len(truth))) for s in range(20)]
     rows = {
         "random": [float(np.mean([found_at(o, truth, q) for o in randoms])) for q in (0.9, 0.95)],

@@ -200,3 +200,18 @@ def test_illustration2vec_s_embedding_joins_the_features_when_installed(workdir,
     assert (wd.root / EMBEDDINGS_FILE).exists()
     again = train_and_rank(wd, workers=1, models_root=models / "installed")
     assert again.info["featurised_now"] == 0 and np.array_equal(again.p_reject, r.p_reject)
+
+
+def test_the_face_found_again_is_checked_against_the_box_the_crop_was_cut_for():
+    from curate.review.features import FACE_CHECK_NAMES, face_check_features
+
+    tnames, inames = ["face_share", "face_centre_x", "face_centre_y"], ["face_x", "face_y", "face_w", "no_face"]
+    table = np.array([[0.5, 0.5, 0.25], [0.5, 0.5, 0.25], [0.5, 0.5, 0.25]], np.float32)
+    image = np.array([[0.5, 0.25, 0.5, 0.0],    # found where and as wide as the box says
+                      [0.6, 0.35, 0.25, 0.0],   # a far shot: half as wide, off the box's centre
+                      [0.0, 0.0, 0.0, 1.0]],    # no face found again: nothing to compare
+                     np.float32)
+    out = face_check_features(table, tnames, image, inames)
+    assert out.shape == (3, len(FACE_CHECK_NAMES))
+    assert np.allclose(out[0], 0) and np.allclose(out[2], 0)
+    assert np.allclose(out[1], [np.log(0.5), np.log(0.5) ** 2, 0.01, 0.01], atol=1e-5)

@@ -279,6 +279,37 @@ def table_features(crops: pa.Table, scores: pa.Table | None) -> tuple[np.ndarray
     return matrix.astype(np.float32), names
 
 
+# The features the small "is this a portrait" half of the model sees (curate.review.rank.make_model):
+# the image statistics that say blur, flat colour or a page, the face found again, and how far it is
+# from where the crop stage meant it to be (`face_check_features`). Few, so that a rule learnt from one
+# defect (no face found in a flat crop) carries to another (no face found in a sharp one).
+PORTRAIT_NAMES = ["contrast", "dominant", "colours", "log_sharpness", "edges", "saturation", "white", "black",
+                  "faces", "face_x", "face_y", "face_w", "no_face", "face_off_x", "face_off_y", "face_log_w",
+                  "face_log_w_sq"]
+FACE_CHECK_NAMES = ["check_log_w", "check_log_w_sq", "check_dx_sq", "check_dy_sq"]
+
+
+def face_check_features(table: np.ndarray, table_names: list[str], image: np.ndarray,
+                        image_names: list[str]) -> np.ndarray:
+    """float32 [N, 4] (FACE_CHECK_NAMES): the face the cascade finds again in the crop against the face the
+    crop was cut for (crops.parquet's box): the log of its width over the box's, squared, and the squared
+    offsets of its centre. A crop cut for a misjudged box (a close-up, a far shot) holds a face of the
+    wrong size; 0 where no face was found again (no_face says so) or no box is known. Free: both sides
+    are already computed."""
+    def t(name: str) -> np.ndarray:
+        return table[:, table_names.index(name)].astype(np.float64) if name in table_names else np.zeros(len(table))
+
+    def i(name: str) -> np.ndarray:
+        return image[:, image_names.index(name)].astype(np.float64)
+
+    share, cx, cy = t("face_share"), t("face_centre_x"), t("face_centre_y")
+    w = i("face_w")
+    ok = (i("no_face") == 0) & (share > 0) & (w > 0)
+    lr = np.where(ok, np.log(np.maximum(w, 1e-3) / np.maximum(share, 1e-3)), 0.0)
+    out = [lr, lr ** 2, np.where(ok, (i("face_x") - cx) ** 2, 0.0), np.where(ok, (i("face_y") - cy) ** 2, 0.0)]
+    return np.stack(out, axis=1).astype(np.float32)
+
+
 EMBEDDINGS_FILE = "review.embeddings.parquet"
 EMBEDDINGS_SCHEMA = pa.schema([("crop_id", pa.string()), ("key", pa.string()), ("embedding", pa.list_(pa.float32()))])
 
