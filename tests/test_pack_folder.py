@@ -54,7 +54,7 @@ def test_a_folder_packs_in_the_images_shape_skipping_bad_and_odd_files(tmp_path,
     assert manifest["record_crop_ids"] == order
     files = R.dataset_files(out)
     assert sorted(files, reverse=True) == [R.log2(lh) for lh, _ in levels]
-    tf = pytest.importorskip("tensorflow")  # noqa: F841
+    pytest.importorskip("tensorflow")
     for k, (lh, lw) in enumerate(levels):
         got = [x.numpy() for x in R.level_dataset(files[R.log2(lh)])]
         want = [R.pyramid(images[name], len(levels))[k] for name in order]
