@@ -94,4 +94,4 @@ def test_option_defaults_are_the_config_defaults():
     assert (f["min_favs"], f["min_height"], f["min_width"]) == (rules.min_favs, rules.min_height, rules.min_width)
     assert set(f["ratings"].split(",")) == rules.ratings and set(f["exts"].split(",")) == rules.exts
     pack, config = defaults(pack_command), PackConfig()
-    assert (pack["name"], pack["seed"], pack["min_size"]) == (config.name, config.seed, "{}x{}".format(*config.min_size))
+    assert (pack["name"], pack["seed"], pack["min_size"]) == (config.name, config.seed, config.min_size)

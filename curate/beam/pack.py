@@ -59,9 +59,9 @@ class _Encode(beam.DoFn):
     written last: the chunk's "done" mark, which a rerun or a retried bundle reads back instead.
     """
 
-    def __init__(self, sizes: tuple[tuple[int, int], ...], staging: str):
+    def __init__(self, sizes: tuple[tuple[int, int], ...], staging: str, resize: bool = False):
         self.sizes, self.staging = sizes, staging
-        self.unit = RecordEncoder(sizes)
+        self.unit = RecordEncoder(sizes, resize)
 
     def process(self, item: tuple[int, list[tuple[int, int, str]]]) -> Iterator[dict[str, Any]]:
         chunk, crops = item
@@ -197,8 +197,8 @@ class _EncodeInPlace(_Encode):
     closes. Nothing is written twice, where the pieces route writes every record twice.
     """
 
-    def __init__(self, sizes: tuple[tuple[int, int], ...], staging: str, per_shard: int):
-        super().__init__(sizes, staging)
+    def __init__(self, sizes: tuple[tuple[int, int], ...], staging: str, per_shard: int, resize: bool = False):
+        super().__init__(sizes, staging, resize)
         self.per_shard = per_shard
 
     @contextlib.contextmanager
@@ -350,8 +350,8 @@ class PackTransform(beam.PTransform):
         positions = [(k, int(crop), plan.paths[int(crop)]) for k, crop in enumerate(plan.order)]
         chunks = [(j, positions[at:at + self.chunk]) for j, at in enumerate(range(0, len(positions), self.chunk))]
         shard_size = plan.config.shard_size
-        encode = (_EncodeInPlace(sizes, staging, shard_size or max(len(positions), 1)) if self.in_place
-                  else _EncodeChunk(sizes, staging))
+        encode = (_EncodeInPlace(sizes, staging, shard_size or max(len(positions), 1), plan.config.resize)
+                  if self.in_place else _EncodeChunk(sizes, staging, plan.config.resize))
         summaries = (pbegin | "Chunks" >> beam.Create(chunks)
                      | "SpreadChunks" >> beam.Reshuffle()
                      | "EncodeChunk" >> beam.ParDo(encode))

@@ -38,6 +38,8 @@ REASONS: dict[str, str] = {
     "unsupported_mode": "a pixel mode that cannot be turned into RGB",
 }
 DECODE_REASONS = tuple(REASONS)
+# the file name endings read as images where a folder is scanned (crop's inputs, pack's plain folders)
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 # EXIF orientations 5-8 swap width and height.
 _TRANSPOSED = {5, 6, 7, 8}
 _ORIENTATION_TAG = 0x0112

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from curate import __version__
 from curate.core.atomic import atomic_path, write_bytes, write_json
-from curate.core.image import DECODE_REASONS, DecodeFailure, read_bytes
+from curate.core.image import DECODE_REASONS, IMAGE_EXTS, DecodeFailure, read_bytes
 from curate.crop.geometry import min_source_height
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import CROPS_SCHEMA, Workdir
@@ -61,7 +61,6 @@ IGNORED_KINDS: dict[str, str] = {
     "not_a_file": "a FIFO, socket or device",
     "unreadable_folder": "a folder that could not be listed (permissions)",
 }
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 CHUNK = 128  # images per part file: the unit of resumption
 FAILURE_SAMPLES = 100
 PARTS_DIR = ".crop-parts"

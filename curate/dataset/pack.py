@@ -1,4 +1,6 @@
-"""Stage 5, pack: surviving crops -> multi-resolution StyleGAN TFRecords (format in curate.dataset.schema).
+"""Stage 5, pack: surviving crops (or a plain folder of images) -> multi-resolution StyleGAN TFRecords.
+
+The format is in curate.dataset.schema.
 
 `encode_into()` is the per-crop function: a crop (path or bytes, read through curate.core.image) ->
 one framed record per level, written into a buffer (or a reason code). `RecordEncoder` is the unit
@@ -8,6 +10,13 @@ a shared-memory arena, so the records never cross a pipe) and appends
 each crop's records to every level file, so all levels hold the same images in the same order.
 The top level is the crop size `curate crop` recorded in crops.stats.json (or --size, or the most
 common size among the crops); a crop of any other size is skipped as `wrong_size`, like an unreadable one.
+The levels halve down to 4 pixels high (4x2 for 2:1 crops, NVlabs' 4x4 for square ones) unless --min-size.
+
+A plain folder of same-size images (no crops.parquet: `curate pack FOLDER`, e.g. a square dataset
+for NVlabs' layout) is packed the same way: its image files, by name, stand for the crops, and the
+size is --size or the most common among them. With `resize`, an image of the same aspect but another
+size is scaled to it (area averaging down, Lanczos up); an image of another aspect is never stretched
+or padded: it is skipped as wrong_size.
 
 Resuming: level files grow in a hidden staging folder inside the output (`.pack-staging/`). Every
 `checkpoint_every` crops the files are fsynced and `progress.json` records how many crops were
@@ -19,6 +28,7 @@ file to exactly the checkpoint and carries on. Only at the end are the files ren
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -41,7 +51,7 @@ from curate import __version__
 from curate.dataset import schema as R
 from curate.core.hashing import file_sha256
 from curate.core.atomic import write_bytes, write_json
-from curate.core.image import DecodeFailure, decode_bgr
+from curate.core.image import IMAGE_EXTS, DecodeFailure, decode_bgr
 from curate.core.pool import default_workers, ordered_map
 from curate.core.workdir import Workdir, surviving_crops
 from curate.core.errors import CurateError, environment_failure, is_environment_error
@@ -97,8 +107,9 @@ class PackConfig:
 
     name: str = "portraits"
     seed: int = R.SEED
-    min_size: tuple[int, int] = (4, 2)
+    min_size: tuple[int, int] | None = None  # the smallest level; None = 4 high (4x2 for 2:1, 4x4 square)
     size: tuple[int, int] | None = None  # the crop size (top level); None = what the crop stage made
+    resize: bool = False  # scale an image of the size's aspect but another size to it (else wrong_size)
     shard_size: int | None = None
     labels: LabelSpec | None = None
     posts: str | None = None  # FILTERED.parquet, for tag labels
@@ -106,12 +117,19 @@ class PackConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["labels"] = str(self.labels) if self.labels else None
-        d["min_size"] = list(self.min_size)
+        d["min_size"] = None if self.min_size is None else list(self.min_size)
         if self.size is None:
             del d["size"]  # as before --size existed
         else:
             d["size"] = list(self.size)
+        if not self.resize:
+            del d["resize"]  # as before --resize existed
         return d
+
+
+def default_min_size(height: int, width: int) -> tuple[int, int]:
+    """The smallest level when none is asked for: 4 pixels high, the crops' aspect (4x2 for 2:1, 4x4 square)."""
+    return (4, max(1, 4 * width // height)) if height >= 4 else (height, width)
 
 
 # ---- the per-crop function ----------------------------------------------------------------------
@@ -124,6 +142,7 @@ class RecordEncoder:
     """
 
     sizes: tuple[tuple[int, int], ...]
+    resize: bool = False
 
     def __call__(self, data: bytes, name: str | None = None) -> tuple[list[bytes] | None, str | None, str]:
         """`name` (the crop's path) heads a reason's detail, as the local runner's does; else "crop"."""
@@ -136,7 +155,7 @@ class RecordEncoder:
     def into(self, data: bytes, out: np.ndarray, name: str | None = None) -> tuple[str | None, str]:
         """The same, into the caller's buffer of slot_bytes(sizes): level i's record is out[offsets[i]],
         for an engine that writes the records out without copying them first."""
-        return encode_into(data, self.sizes, out, name)
+        return encode_into(data, self.sizes, out, name, self.resize)
 
     @property
     def offsets(self) -> tuple[tuple[int, int], ...]:
@@ -145,18 +164,25 @@ class RecordEncoder:
 
 
 def encode_into(source: str | bytes, sizes: tuple[tuple[int, int], ...], out: np.ndarray,
-                name: str | None = None) -> tuple[str | None, str]:
+                name: str | None = None, resize: bool = False) -> tuple[str | None, str]:
     """Decode one crop (path or bytes) and frame its record for every level into `out`, level after level.
 
     Returns (None, "") on success, else (reason code, detail) and `out` is left unspecified: the
-    reader's codes (curate.core.image.REASONS) or wrong_size.
+    reader's codes (curate.core.image.REASONS) or wrong_size. With `resize`, an image of the top
+    level's aspect but another size is scaled to it first; one of another aspect stays wrong_size.
     """
     img = decode_bgr(source)  # gray/alpha/16-bit -> 8-bit BGR
     name = name or (source if isinstance(source, str) else "crop")
     if isinstance(img, DecodeFailure):
         return img.reason, named_detail(name, img.detail)
-    if img.shape[:2] != sizes[0]:
-        return "wrong_size", f"{name}: {img.shape[0]}x{img.shape[1]}, expected {sizes[0][0]}x{sizes[0][1]}"
+    (h, w), (want_h, want_w) = img.shape[:2], sizes[0]
+    if (h, w) != (want_h, want_w):
+        if not (resize and h * want_w == w * want_h):
+            return "wrong_size", f"{name}: {h}x{w}, expected {want_h}x{want_w}" + (
+                " (another aspect: not resized)" if resize else "")
+        import cv2
+
+        img = cv2.resize(img, (want_w, want_h), interpolation=cv2.INTER_AREA if h > want_h else cv2.INTER_LANCZOS4)
     chw = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))  # BGR HWC -> RGB CHW
     for (a, b), level in zip(_offsets(sizes), R.pyramid(chw, len(sizes))):
         R.write_record(out[a:b], level)
@@ -190,8 +216,8 @@ def slot_bytes(sizes: tuple[tuple[int, int], ...]) -> int:
 class SlotEncoder:
     """encode_into() for the local pool: called with (first slot, paths), fills consecutive slots of the arena named `arena`."""
 
-    def __init__(self, sizes: tuple[tuple[int, int], ...], arena: str):
-        self.sizes, self.arena = sizes, arena  # arena: the SharedMemory name
+    def __init__(self, sizes: tuple[tuple[int, int], ...], arena: str, resize: bool = False):
+        self.sizes, self.arena, self.resize = sizes, arena, resize  # arena: the SharedMemory name
         self._shm: shared_memory.SharedMemory | None = None
 
     def __getstate__(self):
@@ -203,7 +229,8 @@ class SlotEncoder:
         if self._shm is None:
             self._shm = shared_memory.SharedMemory(self.arena)
         arena = self._shm.buf
-        return [encode_into(p, self.sizes, np.frombuffer(arena, np.uint8, n, (first + i) * n)) for i, p in enumerate(paths)]
+        return [encode_into(p, self.sizes, np.frombuffer(arena, np.uint8, n, (first + i) * n), resize=self.resize)
+                for i, p in enumerate(paths)]
 
     def close(self) -> None:
         """Detach from the arena (an in-process run attaches in the main process too)."""
@@ -467,11 +494,65 @@ class PackPlan:
     fingerprint: str
 
 
+def is_image_folder(path: str | os.PathLike) -> bool:
+    """True for a local folder that is not a crop workdir (no crops.parquet) and holds image files."""
+    p = as_location(path)
+    if not isinstance(p, Path) or not p.is_dir() or Workdir(p).crops_table.exists():
+        return False
+    return any(_folder_images(p))
+
+
+def _folder_images(folder: Path):
+    """The image files directly in a folder (by name ending; hidden files left out), in name order."""
+    return (e for e in sorted(os.scandir(folder), key=lambda e: e.name)
+            if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS and e.is_file())
+
+
+def _with_levels(config: PackConfig, height: int, width: int, size_from: str) -> tuple[PackConfig, list[tuple[int, int]]]:
+    """The config with its min_size resolved for this size, and the level sizes (PackError if they do not halve)."""
+    if config.min_size is None:
+        config = dataclasses.replace(config, min_size=default_min_size(height, width))
+    try:
+        return config, R.level_sizes(height, width, *config.min_size)
+    except ValueError as e:
+        raise PackError(f"{e} (the size from {size_from}); pass --size HxW or --min-size HxW") from None
+
+
+def prepare_folder(folder: Path, out: Path, config: PackConfig) -> PackPlan:
+    """The plan for a plain folder of images: its files by name stand for the crops (no labels, no tables)."""
+    if config.labels is not None:
+        raise PackError(f"--labels needs a crop workdir; {folder} is a plain folder of images")
+    if real_location(out) == real_location(folder):
+        raise PackError(f"--out {out} is the image folder itself; choose a folder of its own")
+    refuse_output_among_inputs(out, inputs=[folder])
+    entries = list(_folder_images(folder))
+    if not entries:
+        raise PackError(f"{folder} holds no image files ({', '.join(IMAGE_EXTS)}) and no crops.parquet")
+    names = [e.name for e in entries]
+    paths = [e.path for e in entries]
+    (height, width), size_from = crop_size(Workdir(folder), paths, config)
+    config, sizes = _with_levels(config, height, width, size_from)
+    crops = pa.table({"crop_id": names, "file": names})
+    # the listing stands for the inputs' hashes: a file added, removed, replaced or touched changes it
+    listing = hashlib.sha256(json.dumps([(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries]).encode())
+    tables = {"images": {"sha256": listing.hexdigest(), "files": len(names)}}
+    order = shuffled_order(len(names), config.seed)
+    fingerprint = _fingerprint(config, sizes, names, names, tables)
+    return PackPlan(Workdir(folder), out, config, sizes, crops, {"images": len(names)}, paths, order, None, tables,
+                    fingerprint)
+
+
 def prepare(workdir: str | os.PathLike, out: str | os.PathLike, config: PackConfig) -> PackPlan:
-    """Check the request and decide everything about the dataset but its bytes (PackError if it cannot be packed)."""
+    """Check the request and decide everything about the dataset but its bytes (PackError if it cannot be packed).
+
+    `workdir` is a crop workdir, or a plain folder of images (`prepare_folder`).
+    """
     wd, out = Workdir(workdir), as_location(out)
     if not wd.crops_table.exists():
-        raise PackError(f"{wd.crops_table} does not exist; give a workdir that `curate crop` wrote")
+        if is_image_folder(workdir):
+            return prepare_folder(Path(workdir), out, config)
+        raise PackError(f"{wd.crops_table} does not exist; give a workdir that `curate crop` wrote "
+                        "or a folder of images")
     if real_location(out) == real_location(wd.root):
         raise PackError(f"--out {out} is the workdir itself; choose a folder of its own, e.g. {wd.root / 'dataset'}")
     refuse_output_among_inputs(out, inputs=[p for p in (wd.crops_dir, wd.crops_table, wd.scores_table, wd.review_db,
@@ -481,10 +562,7 @@ def prepare(workdir: str | os.PathLike, out: str | os.PathLike, config: PackConf
         raise PackError(f"no crops survive in {workdir} ({counts}); nothing to pack")
     paths = [str(wd.root / f) for f in crops.column("file").to_pylist()]
     (height, width), size_from = crop_size(wd, paths, config)
-    try:
-        sizes = R.level_sizes(height, width, *config.min_size)
-    except ValueError as e:
-        raise PackError(f"{e} (the crop size from {size_from}); pass --size HxW") from None
+    config, sizes = _with_levels(config, height, width, size_from)
     labels = build_labels(config.labels, crops, wd, config.posts) if config.labels else None
     crop_ids = crops.column("crop_id").to_pylist()
     order = shuffled_order(len(crop_ids), config.seed)
@@ -582,7 +660,7 @@ def _pack_locked(wd, out, staging, config, sizes, crops, counts, paths, order, l
             since = 0
             with tqdm(total=len(paths), initial=state["done"], desc="pack", unit="crop", disable=not progress,
                       dynamic_ncols=True) as bar, memoryview(arena.buf) as mv:
-                encoder = SlotEncoder(tuple(sizes), arena.name)
+                encoder = SlotEncoder(tuple(sizes), arena.name, config.resize)
                 results = ordered_map(encoder, chunks, workers, window=window)
                 for j, chunk in enumerate(results):
                     for slot, (reason, detail) in enumerate(chunk, (j % window) * chunk_size):
@@ -694,7 +772,7 @@ def _manifest(wd, config, sizes, crops, counts, order, labels, tables, fingerpri
         "shard_size": config.shard_size, "shards": len(levels[0]["files"]),
         "levels": levels, "labels": label_info,
         "source": {
-            "workdir": str(wd.root.resolve()), "tables": tables, "counts": counts,
+            ("folder" if "images" in counts else "workdir"): str(wd.root.resolve()), "tables": tables, "counts": counts,
             "skipped": dict(Counter(s["reason"] for s in skipped)),
             "skipped_crops": [{"crop_id": crop_ids[s["crop"]], "reason": s["reason"], "detail": s["detail"]}
                               for s in skipped[:SKIPPED_SAMPLES]],
@@ -714,8 +792,12 @@ def summary_line(stats: dict[str, Any], out: str | os.PathLike) -> str:
     skipped = ", ".join(f"{k} {v:,}" for k, v in stats["source"]["skipped"].items())
     levels = stats["levels"]
     size = sum(lv["bytes"] for lv in levels)
-    head = (f"pack: {counts['crops']:,} crops ({'removed ' + ', '.join(removed) if removed else 'none removed'}"
-            f"{'; skipped ' + skipped if skipped else ''}) -> {stats['count']:,} images x {len(levels)} levels "
+    if "images" in counts:  # a plain folder: nothing was removed before pack
+        what = f"{counts['images']:,} images in {stats['source']['folder']}" + (f" (skipped {skipped})" if skipped else "")
+    else:
+        what = (f"{counts['crops']:,} crops ({'removed ' + ', '.join(removed) if removed else 'none removed'}"
+                f"{'; skipped ' + skipped if skipped else ''})")
+    head = (f"pack: {what} -> {stats['count']:,} images x {len(levels)} levels "
             f"({levels[0]['height']}x{levels[0]['width']} .. {levels[-1]['height']}x{levels[-1]['width']}"
             f"{', ' + str(stats['shards']) + ' shards each' if stats['shard_size'] else ''}), {size / 1e6:,.1f} MB")
     if stats.get("up_to_date"):

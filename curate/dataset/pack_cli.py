@@ -47,8 +47,12 @@ def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> La
 @click.option("--size", default=None, callback=_optional_size, metavar="HxW",
               help="The crop size, the top level; a crop of another size is skipped (wrong_size)  "
                    "[default: the size `curate crop` recorded in crops.stats.json, else the most common]")
-@click.option("--min-size", default="{}x{}".format(*_D.min_size), show_default=True, callback=_size, metavar="HxW",
-              help="Smallest level; levels halve from the crop size down to this.")
+@click.option("--min-size", default=None, callback=_optional_size, metavar="HxW",
+              help="Smallest level; levels halve from the crop size down to this  "
+                   "[default: 4 high: 4x2 for 2:1 crops, 4x4 for square images as NVlabs]")
+@click.option("--resize", is_flag=True,
+              help="Scale an image of the size's aspect but another size to it (e.g. 128x128 faces packed "
+                   "--size 256x256); an image of another aspect is still skipped (wrong_size), never stretched.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=_D.shard_size, metavar="N",
               help="Split each level into files of N records: <NAME>-r<NN>-<i>-of-<n>.tfrecords  [default: one file]")
 @click.option("--labels", callback=_labels, metavar="scores|tags:A,B",
@@ -62,9 +66,10 @@ def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> La
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes decoding crops and building levels  [default: one per core]")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def pack_command(workdir, out, name, seed, size, min_size, shard_size, labels, posts, overwrite, checkpoint_every,
+def pack_command(workdir, out, name, seed, size, min_size, resize, shard_size, labels, posts, overwrite, checkpoint_every,
                  workers, progress):
-    """Pack the crops of WORKDIR that survived scoring and review into multi-resolution TFRecords.
+    """Pack the crops of WORKDIR that survived scoring and review (or a plain folder of same-size
+    images) into multi-resolution TFRecords.
 
     Writes one file per level, from the crop size (512x256) down to --min-size, in the NVlabs
     StyleGAN layout (shape = int64 [C, H, W], data = raw uint8 CHW, no compression); each level is
@@ -78,12 +83,19 @@ def pack_command(workdir, out, name, seed, size, min_size, shard_size, labels, p
     wrong_size (not the crop size, see --size). Only a full, read-only or failing output stops the
     stage (exit 1); run the same command again to resume.
 
+    WORKDIR may instead be a plain folder of images (no crops.parquet), square or 2:1 or any
+    power-of-two size: its image files, in name order, are packed at --size or their most common
+    size, levels down to 4x4 for square images (NVlabs' layout), and an image of another size is
+    skipped as wrong_size (or scaled with --resize when its aspect is the same).
+
     \b
     Examples:
       curate pack work --out datasets/portraits
       curate pack work --out datasets/portraits --shard-size 10000 --labels scores
       curate pack work --out ds --labels tags:1girl,blonde_hair,smile --posts work/filtered.parquet
       curate pack work --out ds-8x4 --min-size 8x4 --name faces
+      curate pack ~/faces-128 --out datasets/faces                  # a folder of 128x128 images
+      curate pack ~/faces-128 --out datasets/faces-256 --size 256x256 --resize
     """
     if not re.fullmatch(r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*", name) or re.search(r"-r\d\d$", name):
         raise click.BadParameter(f"{name!r}: use letters, digits, '_', '.', '-'", param_hint="--name")
@@ -92,8 +104,11 @@ def pack_command(workdir, out, name, seed, size, min_size, shard_size, labels, p
     if posts is not None and (labels is None or labels.kind != "tags"):
         raise click.BadParameter("--posts is only used with --labels tags:...", param_hint="--posts")
     if not workdir.is_dir():
-        raise click.BadParameter(f"{workdir} is not a folder; give the workdir `curate crop` wrote", param_hint="WORKDIR")
-    config = PackConfig(name=name, seed=seed, size=size, min_size=min_size, shard_size=shard_size, labels=labels,
+        raise click.BadParameter(f"{workdir} is not a folder; give the workdir `curate crop` wrote or a folder of images",
+                                 param_hint="WORKDIR")
+    if resize and size is None:
+        raise click.BadParameter("--resize needs --size HxW (the size to scale to)", param_hint="--resize")
+    config = PackConfig(name=name, seed=seed, size=size, min_size=min_size, resize=resize, shard_size=shard_size, labels=labels,
                         posts=str(posts.resolve()) if posts else None)
     stats = current_engine().pack(workdir, out, config, workers=workers, progress=progress, overwrite=overwrite,
                      checkpoint_every=checkpoint_every)

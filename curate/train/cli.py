@@ -25,8 +25,9 @@ from curate.train.stylegan.config import CONFIGS, parse_set, replace
 def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config, progress):
     """Train a progressive StyleGAN on the multi-resolution records in DATASET_DIR.
 
-    Grows from 8x4 to the records' full size (or the config's end_height): each level is faded
-    in, then trained stable. Every run gets a new numbered folder under --runs-dir with
+    Grows from 4x4 (square records) or 8x4 (2:1) to the records' full size (or the config's
+    end_height): each level is faded in, then trained stable. DATASET_DIR is what `curate pack`
+    wrote or a square dataset from NVlabs' dataset_tool (<name>-rNN.tfrecords, no dataset.json). Every run gets a new numbered folder under --runs-dir with
     config.json, stats.jsonl, log.txt, TensorBoard events, a sample grid per tick
     (fakes<tick>.png) and checkpoints; --resume continues one exactly where it stopped.
     --show-config lists every setting; --set precision=mixed_float16 (or mixed_bfloat16) trains

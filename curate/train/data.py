@@ -34,7 +34,7 @@ def open_dataset(path: str | os.PathLike) -> DatasetInfo:
     """Find the level files of a packed dataset, its full size and its record count (TrainError if unusable)."""
     path = Path(path)
     if not path.is_dir():
-        raise TrainError(f"{path} is not a folder; give the DATASET_DIR that `curate pack` wrote")
+        raise TrainError(f"{path} is not a folder; give the DATASET_DIR that `curate pack` wrote (or NVlabs' dataset_tool)")
     try:
         files = R.dataset_files(path)
     except R.LayoutError as e:

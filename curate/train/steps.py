@@ -71,6 +71,7 @@ class Trainer:
         from curate.train.stylegan.precision import compute_dtype, loss_scale
         from curate.train.stylegan.schedule import Schedule
 
+        config = config.resolved(data.height, data.width)  # start_height 0: 4x4 for square records, 8x4 for 2:1
         self.tf, self.config, self.data = tf, config, data
         self.arch = config.arch(data.height, data.width)
         self._check_levels()

@@ -84,7 +84,7 @@ class TrainConfig:
     fused_min: int = Arch.fused_min
     mbstd_group: int = Arch.mbstd_group
     # progressive growing
-    start_height: int = 8
+    start_height: int = 0  # 0: from the records' shape, 4 for square (4x4, NVlabs), 8 for 2:1 (8x4)
     end_height: int = 0  # 0: the records' full height
     training_kimg: float = 600.0  # stabilise phase per level
     transition_kimg: float = 600.0  # fade-in phase per level
@@ -127,6 +127,12 @@ class TrainConfig:
     fid_images: int = 5000
     fid_ticks: int = 10
     xla: bool = False
+
+    def resolved(self, full_height: int, full_width: int) -> TrainConfig:
+        """The config with start_height 0 resolved for records of this size (4x4 for square, 8x4 for 2:1)."""
+        if self.start_height:
+            return self
+        return dataclasses.replace(self, start_height=4 if full_height == full_width else 8)
 
     def arch(self, full_height: int, full_width: int) -> Arch:
         """The network shape for a dataset of this full size (cut at end_height when set)."""
@@ -181,8 +187,8 @@ def _pow2(n: int) -> bool:
 
 def check(c: TrainConfig) -> None:
     """SettingError (a ValueError) when settings contradict each other."""
-    if not _pow2(c.start_height) or c.start_height < 4:
-        raise SettingError(f"start_height {c.start_height} must be a power of two >= 4")
+    if c.start_height and (not _pow2(c.start_height) or c.start_height < 4):
+        raise SettingError(f"start_height {c.start_height} must be a power of two >= 4, or 0 for the records' shape")
     if c.end_height and (not _pow2(c.end_height) or c.end_height < c.start_height):
         raise SettingError(f"end_height {c.end_height} must be a power of two >= start_height, or 0 for full size")
     if c.training_kimg < 0 or c.transition_kimg < 0 or c.training_kimg + c.transition_kimg <= 0:

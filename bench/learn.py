@@ -1,0 +1,194 @@
+"""Benchmark: does `curate train` learn? A fixed config for a fixed number of kimg on real anime faces.
+
+Packs ../shared/data/anime-faces-128/faces (6,000 JPEGs, 128x128) with `curate pack FOLDER` into
+work/learn/ (cached: a second run finds the dataset up to date), trains a fixed configuration and
+prints, at every tick end:
+
+  kimg, level, alpha   where progressive growing stands
+  SWD@lv               the run's own multi-scale SWD x 1e3 at the level it trains (the first
+                       swd_images reals of that level against as many Gs fakes, as `curate train` logs;
+                       at the last tick only, to spare the CPU)
+  SWD                  the same at full size, the fakes of a lower level upscaled as the grids show
+                       them (ProGAN's snapshots measure at full size too): one scale for the whole run
+  floor                that full-size SWD between two disjoint halves of the real data (reals 0..N-1
+                       against reals N..2N-1, same patch places): what a perfect generator would read
+  ratio                SWD / floor
+  colour               mean and spread (std over all pixels) per RGB channel, fakes against reals:
+                       SWD normalises each set's colours away, these show a colour cast or a washed-out G
+
+The target: the last SWD within 3x of the floor and below a tenth of the first tick's SWD. The run
+folder (named at the start and the end) holds reals.png, fakes<tick>.png per tick, stats.jsonl and
+checkpoints; `bench/learn.py --grid-to docs/learn-fakes.png` also copies the last fakes grid.
+
+CPU (default): 64x64 square, narrow networks, grown from 4x4. --gpu: the full-width networks
+(fmap_base 8192, fmap_max 512, 512-d latents, NVlabs' minibatches and learning rates) at 256x256 on
+the faces packed at 256x256 (`curate pack --size 256x256 --resize`: 2x upsampled, so sharper detail
+than the sources have cannot be learned), or on --dataset DIR (a packed or NVlabs dataset, its own size).
+
+    python bench/learn.py                      # the CPU benchmark (about 20 minutes of 2 cores)
+    python bench/learn.py --gpu                # on a GPU
+    python bench/learn.py --set r1_gamma=1     # an experiment: the same run with one change (said so)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from curate.train.stylegan.config import CONFIGS, parse_set, replace  # noqa: E402
+
+FACES = ROOT.parent / "shared" / "data" / "anime-faces-128" / "faces"
+WORK = ROOT / "work" / "learn"
+TARGET_FLOOR, TARGET_FIRST = 3.0, 0.1
+
+# The CPU config: 4x4 -> 64x64, narrow (64 feature maps at 4..16, 32 at 32, 16 at 64), 128-d latents.
+CPU = {
+    "name": "learn-cpu", "start_height": 4, "end_height": 64,
+    "fmap_base": 512, "fmap_max": 64, "latent_size": 128, "dlatent_size": 128, "mapping_fmaps": 128,
+    "training_kimg": 10.0, "transition_kimg": 10.0, "total_kimg": 120.0,
+    "minibatch": {}, "minibatch_base": 32, "g_lrate": {}, "d_lrate": {}, "lrate_base": 0.001,
+    "tick_kimg": {}, "tick_kimg_base": 4.0, "shuffle_buffer": 6000,
+    # the run's own per-level SWD only at the end (the bench measures every tick at full size itself)
+    "swd_images": 1024, "swd_ticks": 1000, "snapshot_ticks": 10, "keep_checkpoints": 2, "grid_cols": 8, "grid_rows": 4,
+}
+# The GPU config: the full-width stylegan networks (NVlabs' minibatches and rates), 4x4 -> 256x256.
+GPU = {
+    "name": "learn-gpu", "start_height": 4, "end_height": 256, "total_kimg": 3000.0,
+    "training_kimg": 300.0, "transition_kimg": 300.0, "swd_images": 2048, "swd_ticks": 1000, "snapshot_ticks": 5,
+    "keep_checkpoints": 2,
+}
+
+
+def pack_faces(faces: Path, out: Path, size: int) -> Path:
+    """The faces packed by `curate pack FOLDER` (a no-op when already packed); the dataset folder."""
+    from curate.dataset.pack import PackConfig, run_pack, summary_line
+
+    resize = size != 128
+    config = PackConfig(name="faces", size=(size, size), resize=resize)
+    stats = run_pack(faces, out, config, progress=False)
+    print(summary_line(stats, out), flush=True)
+    return out
+
+
+def colour(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std over all pixels of uint8 NHWC images, in [0, 255]."""
+    x = images.reshape(-1, 3).astype(np.float64)
+    return x.mean(0), x.std(0)
+
+
+def fmt(v: np.ndarray) -> str:
+    return "/".join(f"{x:3.0f}" for x in v)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gpu", action="store_true", help="the full-width 256x256 config (needs a GPU)")
+    ap.add_argument("--dataset", type=Path, help="train on this packed or NVlabs dataset instead of the faces")
+    ap.add_argument("--faces", type=Path, default=FACES, help="the folder of face JPEGs to pack")
+    ap.add_argument("--work", type=Path, default=WORK, help="datasets and runs go here")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="change the fixed config (an experiment; printed as such)")
+    ap.add_argument("--grid-to", type=Path, help="copy the last fakes grid here")
+    args = ap.parse_args()
+
+    from curate.train.checkpoints import Checkpoints
+    from curate.train.data import open_dataset
+    from curate.train.phases import Phases
+    from curate.train.run import TickLoop
+    from curate.train.runfolder import new_run_dir, write_run_config
+    from curate.train.steps import Trainer
+    from curate.core.grid import upscale_to
+    from curate.train.stylegan.swd import swd
+
+    base = CONFIGS["stylegan-512x256"] if args.gpu else CONFIGS["smoke"]
+    changes = parse_set(args.sets)
+    config = replace(base, **{**(GPU if args.gpu else CPU), **changes})
+    if args.dataset is not None:
+        data_dir = args.dataset
+    else:
+        if not args.faces.is_dir():
+            print(f"learn: {args.faces} is missing (the anime-faces-128 data in ../shared); nothing to train on")
+            return 1
+        size = 256 if args.gpu else 128
+        data_dir = pack_faces(args.faces, args.work / f"faces-{size}", size)
+    data = open_dataset(data_dir)
+    if args.gpu and config.end_height > data.height:
+        config = replace(config, end_height=data.height)
+    trainer = Trainer(config, data)
+    tf = trainer.tf
+    mode = "GPU" if args.gpu else "CPU"
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if args.gpu and not devices:
+        print("learn: --gpu but TensorFlow sees no GPU; run without --gpu for the CPU benchmark")
+        return 1
+    run_dir = new_run_dir(args.work / "runs", config.name)
+    levels = [list(trainer.arch.size(k)) for k in range(trainer.schedule.start_level, trainer.arch.full_level + 1)]
+    write_run_config(run_dir, config, data.to_json(), levels)
+    print(f"learn ({mode}): {data.count:,} images {data.height}x{data.width} from {data.path}; "
+          f"{config.name} {levels[0][0]}x{levels[0][1]} -> {levels[-1][0]}x{levels[-1][1]}, "
+          f"{config.total_kimg:g} kimg, widths {[trainer.arch.nf(k - 1) for k in range(2, trainer.arch.full_level + 1)]}, "
+          f"latent {config.latent_size}, minibatch {config.minibatch_base}, lr {config.lrate_base}, "
+          f"R1 {config.r1_gamma}, ema {config.ema_kimg} kimg, mirror {config.mirror_augment}", flush=True)
+    if changes:
+        print(f"learn: EXPERIMENT, the fixed config changed by {json.dumps(changes)}", flush=True)
+    print(f"learn: run folder {run_dir} (reals.png, fakes<tick>.png, stats.jsonl)", flush=True)
+
+    checkpoints = Checkpoints(trainer, run_dir, config.keep_checkpoints)
+    phases = Phases(trainer)
+    phases.start()
+    loop = TickLoop(trainer, phases, checkpoints, run_dir, echo=lambda s: None, progress=False)
+    n = config.swd_images
+    if 2 * n > data.count:
+        print(f"learn: swd_images {n} needs {2 * n} images for the floor, the dataset has {data.count}")
+        return 1
+    full = trainer.arch.full_level
+    reals = trainer.reals(full, 2 * n)
+    floor = swd(reals[:n], reals[n:], seed=0)[-1]  # the same patch places (seed 0) for every tick's SWD
+    rm, rs = colour(reals[:n])
+    print(f"{'tick':>4} {'kimg':>7} {'size':>7} {'alpha':>5} {'SWD@lv':>7} {'SWD':>7} {'floor':>6} {'ratio':>6}  "
+          f"{'fakes mean':>11} {'reals mean':>11}  {'fakes std':>11} {'reals std':>11}  {'img/s':>6} {'min':>5}",
+          flush=True)
+    t0 = time.time()
+    rows = []
+    while int(trainer.counters.nimg.numpy()) < loop.total_nimg:
+        s = loop.tick()
+        level, alpha = s["level"], s["alpha"]
+        fakes = trainer.generate(trainer.latents(n, config.seed + 1), level, alpha, seed=config.seed + 1)
+        fakes = upscale_to(fakes, reals.shape[1])  # lower levels as the grids show them: blocky at full size
+        value = swd(reals[:n], fakes, seed=0)[-1]
+        fm, fs = colour(fakes)
+        at_level = s["swd"][-1] if "swd" in s else None
+        rows.append({"tick": s["tick"], "kimg": s["kimg"], "level": level, "alpha": alpha, "swd_level": at_level,
+                     "swd": value, "floor": floor, "fakes_mean": fm.tolist(), "fakes_std": fs.tolist(),
+                     "reals_mean": rm.tolist(), "reals_std": rs.tolist(), "img_per_s": s["img_per_s"]})
+        print(f"{s['tick']:4d} {s['kimg']:7.1f} {s['height']:>3}x{s['width']:<3} {alpha:5.2f} "
+              f"{'-' if at_level is None else f'{at_level:.2f}':>7} "
+              f"{value:7.2f} {floor:6.2f} {value / floor:6.1f}  {fmt(fm):>11} {fmt(rm):>11}  {fmt(fs):>11} "
+              f"{fmt(rs):>11}  {s['img_per_s']:6.1f} {(time.time() - t0) / 60:5.1f}", flush=True)
+    (run_dir / "learn.json").write_text(json.dumps(rows, indent=1))
+    first, last = rows[0], rows[-1]
+    ok_floor = last["swd"] <= TARGET_FLOOR * last["floor"]
+    ok_first = last["swd"] <= TARGET_FIRST * first["swd"]
+    print(f"learn: final SWD {last['swd']:.2f} at {last['kimg']:.1f} kimg ({trainer.arch.size(last['level'])[0]}x"
+          f"{trainer.arch.size(last['level'])[1]}): {last['swd'] / last['floor']:.2f}x the floor {last['floor']:.2f} "
+          f"(target <= {TARGET_FLOOR:g}x: {'met' if ok_floor else 'NOT met'}), "
+          f"{last['swd'] / first['swd']:.3f}x the first {first['swd']:.2f} "
+          f"(target <= {TARGET_FIRST:g}x: {'met' if ok_first else 'NOT met'}); "
+          f"{(time.time() - t0) / 60:.1f} min -> {run_dir}", flush=True)
+    if args.grid_to is not None:
+        shutil.copyfile(run_dir / f"fakes{last['tick']:05d}.png", args.grid_to)
+        print(f"learn: last fakes grid copied to {args.grid_to}")
+    return 0 if ok_floor and ok_first else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
