@@ -70,11 +70,8 @@ class Explorer:
         return Latent(w=w, z=z, seed=seed, psi=psi, noise=int(noise))
 
     def _mapping_fn(self, z, psi):
-        tf = self.tf
-        ws = self.Gs.ws(z, self.level, tf.constant([0, 0], tf.int64))
-        n, cutoff = self.num_layers, self.cutoff
-        coefs = tf.where(tf.range(n) < cutoff, psi, 1.0)[None, :, None]
-        return self.Gs.w_avg + (ws - self.Gs.w_avg) * coefs
+        ws = self.Gs.ws(z, self.level, self.tf.constant([0, 0], self.tf.int64))
+        return self.Gs.truncate(ws, psi, self.cutoff)
 
     def check(self, latent: Latent) -> Latent:
         """The latent, or ExploreError when it was made for another network shape."""

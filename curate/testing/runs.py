@@ -20,7 +20,7 @@ def make_run(path: str | Path, height: int = 16, width: int = 8, seed: int = 0, 
     from curate.train.stylegan.networks import Generator
     from curate.train.stylegan.ops import tf
 
-    config = replace(CONFIGS[config], end_height=height, seed=seed, **settings)
+    config = replace(CONFIGS[config], end_height=height, seed=seed, **settings).resolved(height, width)
     arch = config.arch(height, width)
     run = Path(path)
     run.mkdir(parents=True, exist_ok=True)

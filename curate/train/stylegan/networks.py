@@ -143,10 +143,10 @@ class Generator(tf.Module):
             ws = tf.where((tf.range(n_layers) < cutoff)[None, :, None], ws, w2[:, None])
         return ws
 
-    def truncate(self, ws, psi: float, cutoff: int):
-        """Pull the first `cutoff` layers' w towards the average by psi (sampling only, never training)."""
+    def truncate(self, ws, psi, cutoff: int):
+        """Pull the first `cutoff` layers' w towards the average by psi, a float or a scalar tensor (sampling only)."""
         n = ws.shape[1]
-        coefs = tf.constant([psi if i < cutoff else 1.0 for i in range(n)], ws.dtype)[None, :, None]
+        coefs = tf.where(tf.range(n) < cutoff, tf.cast(psi, ws.dtype), tf.constant(1.0, ws.dtype))[None, :, None]
         return self.w_avg + (ws - self.w_avg) * coefs
 
     def __call__(self, z, level: int, alpha, seed, mixing_prob: float = 0.0, update_w_avg=None,
