@@ -177,7 +177,9 @@ def main() -> None:
         (wd.root / "naive-decisions.json").unlink(missing_ok=True)
         sample = ids[r * args.decisions * 2::2][:args.decisions]
 
-        proc, url, started = start([sys.executable, "-m", "curate", "review", "grid", str(root), "--port", "0"])
+        # --no-rank: the grid's background ranking would measure the 100k crops' image features on the
+        # same cores while the pages are timed; this bench measures the serving
+        proc, url, started = start([sys.executable, "-m", "curate", "review", "grid", str(root), "--port", "0", "--no-rank"])
         try:
             cold, kb = first_page(url, r'src="(/thumb/[^"]+)"')
             warm, _ = first_page(url, r'src="(/thumb/[^"]+)"')

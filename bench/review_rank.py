@@ -8,13 +8,16 @@ brightness changes, a JPEG re-encode), a quarter of which are given one of the g
 same face cut from its own source with k 1.0 or 4.5 instead of 2.0). The defects are the crops the
 simulated reviewer rejects; every other crop is accepted.
 
-The reviewer looks at pages of PAGE crops, in one of three orders:
+The reviewer looks at pages of PAGE crops, in one of these orders:
   random   a seeded shuffle (mean of several seeds)
   score    the score stage's own doubt: crops it rejected (flat, few colours, blurry) first, then
-           lowest detector confidence (what a grid without a model could do at best)
-  ranked   the reject model (curate.review.rank's model and features): pages in score order until
-           the reviewer has made MIN_EACH decisions of each kind, then after every page the model is
-           refitted on every decision so far and the next page is the unreviewed crops most likely rejected
+           lowest detector confidence (the grid's order before this issue)
+  unusual  the score stage's rejections first, then the most unusual crops (curate.review.rank's
+           `unusual`, no decision needed: the grid's order before the model exists)
+  model    the reject model alone: pages in score order until the reviewer has made MIN_EACH decisions
+           of each kind, then after every page the model is refitted on every decision so far and the
+           next page is the unreviewed crops most likely rejected
+  ranked   what the grid does: the unusual order until the model exists, then the model as above
 
 Prints, per order, the share of all crops looked at when 90% and 95% of the bad crops were found, and
 the ranked order's ratio to the others. Target (issue 16): 95% of the bad crops found after looking at
@@ -179,13 +182,21 @@ def measure(args, seed: int) -> dict[str, list[float]]:
     conf = crops.column("confidence").to_numpy(zero_copy_only=False)
     ids = crops.column("crop_id").to_pylist()
     score_order = sorted(range(len(ids)), key=lambda i: (bool(kept.get(ids[i], True)), conf[i], i))
-    ranked = ranked_order(X, names, truth, score_order, args.page, MIN_EACH, seed)
+    odd, doubted = X[:, names.index("unusual")], X[:, names.index("score_rejected")]
+    unusual_order = sorted(range(len(ids)), key=lambda i: (-doubted[i], -odd[i], i))  # as the grid's "unusual"
+    model = ranked_order(X, names, truth, score_order, args.page, MIN_EACH, seed)
+    ranked = ranked_order(X, names, truth, unusual_order, args.page, MIN_EACH, seed)
     randoms = [list(np.random.default_rng(s).permutation(len(truth))) for s in range(20)]
     rows = {
         "random": [float(np.mean([found_at(o, truth, q) for o in randoms])) for q in (0.9, 0.95)],
         "score": [found_at(score_order, truth, q) for q in (0.9, 0.95)],
+        "unusual": [found_at(unusual_order, truth, q) for q in (0.9, 0.95)],
+        "model": [found_at(model, truth, q) for q in (0.9, 0.95)],
         "ranked": [found_at(ranked, truth, q) for q in (0.9, 0.95)],
     }
+    looked = int(np.ceil(0.95 * truth.sum()))
+    model_used = next((k for k in range(1, len(ranked) + 1) if truth[ranked[:k]].sum() >= MIN_EACH
+                       and k - truth[ranked[:k]].sum() >= MIN_EACH), None)
     seen_at = {i: k for k, i in enumerate(ranked)}
     late = {d: max(seen_at[i] for i, x in enumerate(defects) if x == d) / len(truth)
             for d in sorted({d for d in defects if d})}
@@ -193,7 +204,10 @@ def measure(args, seed: int) -> dict[str, list[float]]:
           f"{time.perf_counter() - t0:.1f} s; found 90% / 95%: " +
           "; ".join(f"{k} {a:.1%} / {b:.1%}" for k, (a, b) in rows.items()))
     print("   ranked: the last crop of each defect found after looking at " +
-          ", ".join(f"{d} {v:.0%}" for d, v in late.items()))
+          ", ".join(f"{d} {v:.0%}" for d, v in late.items()) +
+          (f"; the model first ranked a page after {model_used / len(truth):.0%} looked at"
+           if model_used else "; the model never had enough decisions") +
+          f" ({looked} bad crops make 95%)")
     return rows
 
 
@@ -218,6 +232,7 @@ def main() -> None:
     best = float(np.mean([args.bad_share * 0.95]))  # a perfect ranking looks at the bad crops only
     r95 = mean["ranked"][1]
     print(f"\nranked / score: {r95 / mean['score'][1]:.2f} of the looking; ranked / random: {r95 / mean['random'][1]:.2f}; "
+          f"ranked / unusual alone: {r95 / mean['unusual'][1]:.2f}; ranked / model alone: {r95 / mean['model'][1]:.2f}; "
           f"a perfect order would look at about {best:.0%}")
     print(f"target: 95% found at <= 30% looked at: {'met' if r95 <= 0.30 else 'NOT met'} ({r95:.1%})")
     print(json.dumps({f"{k}_{q}": round(v[j], 4) for k, v in mean.items() for j, q in ((0, 90), (1, 95))}))

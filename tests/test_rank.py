@@ -49,17 +49,42 @@ def test_the_featurizer_pickles_and_names_its_outputs(workdir):
 
 @pytest.mark.parametrize("rejected, accepted, missing", [(9, 30, "1 more rejected"), (30, 0, "10 more accepted")],
                          ids=["nine-rejected", "one-class-only"])
-def test_no_model_until_ten_of_each_and_the_grid_keeps_the_score_order(workdir, rejected, accepted, missing):
+def test_no_model_until_ten_of_each_and_the_grid_shows_the_unusual_crops_first(workdir, rejected, accepted, missing):
     from curate.review.session import ReviewSession
 
     wd, bad = workdir
+    s = ReviewSession(wd)
+    assert s.default_sort() == "score"  # before any ranking: the score order
+    s.close()
     decide(wd, bad, rejected=rejected, accepted=accepted)
     r = train_and_rank(wd, workers=1)
-    assert r.p_reject is None and missing in r.info["why"]
+    assert r.p_reject is None and missing in r.info["why"] and r.unusual is not None
     write_ranking(wd, r)
     assert read_ranking(wd)[0] == {} and read_ranking(wd)[1]["model"] is None
     s = ReviewSession(wd)
-    assert s.default_sort() == "score" and not s.model_summary()["ready"] and s.page()["items"]
+    assert s.default_sort() == "unusual" and not s.model_summary()["ready"] and s.page()["items"]
+    assert s.model_summary()["unusual"]  # the header says the unusual crops come first
+    s.close()
+
+
+def test_unusual_crops_come_first_without_a_decision(workdir):
+    from sklearn.metrics import roc_auc_score
+
+    from curate.review.session import KEPT_LABEL, UNSCORED_LABEL, ReviewSession
+
+    wd, bad = workdir
+    r = train_and_rank(wd, workers=1)  # no decision at all
+    assert r.p_reject is None and r.unusual.shape == (N,) and np.isfinite(r.unusual).all()
+    truth = [int(c in bad) for c in r.crop_ids]
+    assert roc_auc_score(truth, r.unusual) > 0.8  # the defects are unlike the typical crop
+    assert np.array_equal(train_and_rank(wd, workers=1).unusual, r.unusual)  # deterministic
+    write_ranking(wd, r)
+    s = ReviewSession(wd)
+    order = s.order("unusual")
+    doubted = [s.index.label_names[s.index.labels[row]] not in (KEPT_LABEL, UNSCORED_LABEL) for row in order]
+    assert doubted == sorted(doubted, reverse=True)  # the score stage's rejections first
+    rest = [r.unusual[row] for row, d in zip(order, doubted) if not d]
+    assert rest == sorted(rest, reverse=True)  # then the most unusual
     s.close()
 
 
@@ -92,7 +117,7 @@ def test_undoing_decisions_removes_the_model(workdir):
     store.append([(decided[0], "pending")], origin="undo")
     store.close()
     write_ranking(wd, train_and_rank(wd, workers=1))
-    assert not (wd.root / RANK_FILE).exists()
+    assert read_ranking(wd)[0] == {}  # no p_reject left to rank the grid by
 
 
 def test_a_crop_that_cannot_be_read_is_a_feature_not_a_failure(workdir):

@@ -62,12 +62,17 @@ def review_group() -> None:
               help="Address to listen on. Anything but loopback exposes your decisions to the network.")
 @click.option("--per-page", type=click.IntRange(1, 1000), default=200, show_default=True, metavar="N",
               help="Crops per page (the page can change it).")
-def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
+@click.option("--rank/--no-rank", default=True, show_default=True,
+              help="Rank in the background: the unusual crops first as soon as their features are measured, "
+                   "the reject model once your decisions support one.")
+def grid_command(workdir: Path, port: int, host: str, per_page: int, rank: bool) -> None:
     """Serve the review grid for WORKDIR on a local web page and print its URL.
 
     Crops are shown most doubtful first: by the reject model once it exists (it learns from your
     decisions in the background, after 10 rejected and 10 accepted, and the header estimates how
-    many bad crops are left), else by lowest person score. Keys: arrows move, x rejects
+    many bad crops are left); before it, the score stage's rejections and then the crops most
+    unlike the typical one (measured in the background when the grid starts: the image features
+    take ~7 ms a crop once, then are kept in the workdir); until then by lowest person score. Keys: arrows move, x rejects
     (again: back to pending), a accepts every pending crop on the page, u undoes, n/p change
     page, ? lists the keys. Each decision is committed before the page shows it; one the log
     cannot take (disk full) is refused with the reason and can be made again once there is room.
@@ -78,6 +83,7 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
     Examples:
       curate review grid work
       curate review grid work --port 0              # any free port
+      curate review grid work --no-rank             # no background ranking (a slow disk, a quick look)
       curate review grid work --host 0.0.0.0        # reachable from other machines (warns)
     """
     from curate.core.web import allowed_hosts, bind_socket, is_loopback, page_url, serve
@@ -105,11 +111,12 @@ def grid_command(workdir: Path, port: int, host: str, per_page: int) -> None:
     sys.stdout.flush()
     from curate.review.rank import BackgroundRanker
 
-    ranker = BackgroundRanker(session).start(now=True)  # trains now if the log already supports a model
+    ranker = BackgroundRanker(session).start(now=True) if rank else None  # measures now, trains if the log supports it
     try:
         serve(app, sock)
     finally:
-        ranker.stop()
+        if ranker is not None:
+            ranker.stop()
         c = session.counts()
         session.close()
         click.echo(f"review: {c['total']:,} crops: {c['accepted']:,} accepted, {c['rejected']:,} rejected, "
@@ -132,9 +139,12 @@ def rank_command(workdir: Path, workers: int | None, models_dir: Path | None, pr
     regression on each crop's features (the crop and score tables' numbers, the face found again in
     the crop, colour histograms and edge directions of the image, and illustration2vec's embedding
     when it is installed) predicts for every crop the probability that you would reject it.
-    Writes WORKDIR/review.rank.parquet (crop_id, p_reject) and review.rank.json (held-out AUC, the
-    estimate of bad crops left among the unreviewed, with a 90% interval); the grid then shows the
-    likely-bad crops first. Image features are kept in review.features.parquet: a rerun computes
+    Before there are enough decisions, and beside the model, every crop is also measured for how
+    unusual it is against the workdir's typical crop (no decision needed): the grid then shows the
+    score stage's rejections and the most unusual crops first, so the first decisions span the
+    kinds of bad crop. Writes WORKDIR/review.rank.parquet (crop_id, p_reject, unusual) and
+    review.rank.json (held-out AUC, the estimate of bad crops left among the unreviewed, with a 90%
+    interval); with a model the grid shows the likely-bad crops first. Image features are kept in review.features.parquet: a rerun computes
     only new crops. The grid retrains by itself as you decide; this command is for scripts.
 
     \b

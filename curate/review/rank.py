@@ -16,9 +16,17 @@ predictions' total missed the held-out rejections (bootstrapped). The interval a
 unreviewed crops are like the decided ones; a reviewer who looked only at the worst-ranked crops
 makes it optimistic, which the grid's header says.
 
-Outputs, written atomically: WORKDIR/review.rank.parquet (crop_id, p_reject, in crops-table order) and
-WORKDIR/review.rank.json (the decisions used, the held-out figures, the estimate). Without enough
-decisions of both kinds the ranking is removed and the json says what is missing.
+Before there is a model, and beside it, every crop also gets `unusual` (`unusual_scores`): how far it
+is from the typical crop of the workdir on the portrait features, which needs no decision. Most crops
+of a dataset are fine portraits, so the typical crop is one, and the bad ones (a flat or text page, no
+face, a face in the wrong place or of the wrong size) are unusual on several features at once. The
+grid shows the score stage's rejections and then the most unusual crops first until the model exists
+(`curate.review.session`, sort "unusual"), so the first decisions already span the kinds of defect, and
+the model sees `unusual` and the score stage's verdict as two more features.
+
+Outputs, written atomically: WORKDIR/review.rank.parquet (crop_id, p_reject, unusual, in crops-table
+order; p_reject null without a model) and WORKDIR/review.rank.json (the decisions used, the held-out
+figures, the estimate). Without enough decisions of both kinds the json says what is missing.
 """
 
 from __future__ import annotations
@@ -43,7 +51,9 @@ RANK_FILE, RANK_INFO = "review.rank.parquet", "review.rank.json"
 FOLDS = 5
 BOOTSTRAP = 400
 SEED = 0
-RANK_SCHEMA = pa.schema([("crop_id", pa.string()), ("p_reject", pa.float32())])
+RANK_SCHEMA = pa.schema([("crop_id", pa.string()), ("p_reject", pa.float32()), ("unusual", pa.float32())])
+UNUSUAL_NAMES = PORTRAIT_NAMES + FACE_CHECK_NAMES  # the features `unusual_scores` measures a crop on
+Z_CAP, MAD_FLOOR = 10.0, 0.1  # one feature cannot outweigh the rest; a binary feature's MAD is 0
 
 
 @dataclass
@@ -53,6 +63,7 @@ class Ranking:
     crop_ids: list[str]
     p_reject: np.ndarray | None
     info: dict[str, Any] = field(default_factory=dict)
+    unusual: np.ndarray | None = None  # unusual_scores, for every crop, model or not
 
 
 def labels_from_log(wd: Workdir) -> dict[str, int]:
@@ -67,7 +78,7 @@ def feature_matrix(wd: Workdir, crops: pa.Table, workers: int | None = None, pro
     scores = None
     if wd.scores_table.exists():
         have = set(pq.read_schema(wd.scores_table).names)
-        scores = pq.read_table(wd.scores_table, columns=[c for c in ("crop_id", "person", "rating_safe",
+        scores = pq.read_table(wd.scores_table, columns=[c for c in ("crop_id", "kept", "person", "rating_safe",
                                "rating_questionable", "rating_explicit", "top_tags", "top_probs") if c in have])
     tab, names = table_features(crops, scores)
     feats, reasons, computed = image_features(wd, crops, workers=workers, progress=progress)
@@ -80,8 +91,10 @@ def feature_matrix(wd: Workdir, crops: pa.Table, workers: int | None = None, pro
             img[i] = v
         else:
             unreadable[i, 0] = 1.0  # a crop that cannot be read is a strong hint in itself
-    parts = [tab, img, unreadable, face_check_features(tab, names, img, inames)]
-    all_names = names + inames + ["unreadable"] + FACE_CHECK_NAMES
+    parts = [tab, img, unreadable, face_check_features(tab, names, img, inames), score_rejected(crops, scores)]
+    all_names = names + inames + ["unreadable"] + FACE_CHECK_NAMES + ["score_rejected"]
+    parts.append(unusual_scores(np.concatenate(parts, axis=1), all_names)[:, None])
+    all_names.append("unusual")
     embedded = embedding_features(wd, crops, models_root, progress=progress)
     if embedded is not None:
         vectors, now = embedded
@@ -94,6 +107,35 @@ def feature_matrix(wd: Workdir, crops: pa.Table, workers: int | None = None, pro
         all_names += [f"i2v_{j}" for j in range(width)]
         computed += now
     return np.concatenate(parts, axis=1), all_names, computed
+
+
+def score_rejected(crops: pa.Table, scores: pa.Table | None) -> np.ndarray:
+    """float32 [N, 1]: 1 where the score stage rejected the crop (flat, few colours, blurry, ...), else 0."""
+    out = np.zeros((crops.num_rows, 1), np.float32)
+    if scores is None or "kept" not in scores.column_names:
+        return out
+    kept = dict(zip(scores.column("crop_id").to_pylist(), scores.column("kept").to_pylist()))
+    for i, cid in enumerate(crops.column("crop_id").to_pylist()):
+        out[i, 0] = float(kept.get(cid) is False)
+    return out
+
+
+def unusual_scores(X: np.ndarray, names: list[str]) -> np.ndarray:
+    """float32 [N]: how unlike the workdir's typical crop each crop is, from its features alone (no decision).
+
+    Each of the UNUSUAL_NAMES features is standardised over every crop, then measured as a robust z score,
+    |x - median| / (MAD + MAD_FLOOR), capped at Z_CAP; a crop's score is their mean. The median and MAD
+    are the typical crop's, which a minority of bad crops hardly moves (a mean and standard deviation
+    would follow them). Deterministic: the same crops give the same scores.
+    """
+    cols = [j for j, n in enumerate(names) if n in UNUSUAL_NAMES]
+    if not cols or not len(X):
+        return np.zeros(len(X), np.float32)
+    x = X[:, cols].astype(np.float64)
+    z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    med = np.median(z, 0)
+    mad = np.median(np.abs(z - med), 0)
+    return np.minimum(np.abs(z - med) / (mad + MAD_FLOOR), Z_CAP).mean(1).astype(np.float32)
 
 
 def make_model(names: list[str], seed: int = SEED, folds: int = 3):
@@ -113,9 +155,10 @@ def make_model(names: list[str], seed: int = SEED, folds: int = 3):
     # (sharpness) then explains away "no face found", and a sharp crop without a face ranks as good.
     # The L2 half sees only the portrait features (PORTRAIT_NAMES, FACE_CHECK_NAMES) and spreads its
     # weight over them, so "no face" and "a face of the wrong size" carry to defects not yet seen.
-    # bench/review_rank.py: the pair finds 95% of the bad crops after 38.5% looked at, L1 alone after 43.1%
-    # (docs/review-model.md).
-    portrait = [j for j, n in enumerate(names) if n in PORTRAIT_NAMES or n in FACE_CHECK_NAMES]
+    # bench/review_rank.py, from the score order: the pair finds 95% of the bad crops after 38.5% looked
+    # at, L1 alone after 43.1%; with `unusual` and `score_rejected` in the L2 half, 36.4% (docs/review-model.md).
+    portrait = [j for j, n in enumerate(names) if n in PORTRAIT_NAMES or n in FACE_CHECK_NAMES
+                or n in ("score_rejected", "unusual")]
     every = make_pipeline(StandardScaler(), LogisticRegression(C=2.0, l1_ratio=1.0, solver="liblinear", max_iter=20000,
                                                                class_weight="balanced", random_state=seed))
     small = make_pipeline(ColumnTransformer([("portrait", "passthrough", portrait)]), StandardScaler(),
@@ -144,11 +187,13 @@ def train_and_rank(wd: Workdir, workers: int | None = None, progress: bool = Fal
     labelled = [(where[c], y) for c, y in labels.items() if c in where]
     counts = {"rejected": sum(y for _, y in labelled), "accepted": sum(1 - y for _, y in labelled)}
     info: dict[str, Any] = {"crops": len(ids), "decisions": counts, "min_each": MIN_EACH}
+    X, names, computed = feature_matrix(wd, crops, workers=workers, progress=progress, models_root=models_root)
+    unusual = X[:, names.index("unusual")].copy()
     why = _needs(counts)
     if why is not None:
-        info.update(model=None, why=f"the model needs {why} decisions")
-        return Ranking(ids, None, info)
-    X, names, computed = feature_matrix(wd, crops, workers=workers, progress=progress, models_root=models_root)
+        info.update(model=None, why=f"the model needs {why} decisions", featurised_now=computed,
+                    seconds=round(time.perf_counter() - t0, 2))
+        return Ranking(ids, None, info, unusual)
     rows = np.array(sorted(i for i, _ in labelled), np.int64)
     y = np.array([labels[ids[i]] for i in rows], np.int64)
     folds = min(FOLDS, int(min(counts.values())))
@@ -165,7 +210,7 @@ def train_and_rank(wd: Workdir, workers: int | None = None, progress: bool = Fal
                 held_out={"decisions": int(len(y)), "auc": round(float(roc_auc_score(y, held)), 4),
                           "predicted_rejects": round(float(held.sum()), 2), "actual_rejects": int(y.sum())},
                 estimate=estimate_bad(p[unreviewed], held, y, seed), seconds=round(time.perf_counter() - t0, 2))
-    return Ranking(ids, p, info)
+    return Ranking(ids, p, info, unusual)
 
 
 def estimate_bad(p_unreviewed: np.ndarray, held: np.ndarray, y: np.ndarray, seed: int = SEED) -> dict[str, Any]:
@@ -187,20 +232,20 @@ def estimate_bad(p_unreviewed: np.ndarray, held: np.ndarray, y: np.ndarray, seed
 
 
 def write_ranking(wd: Workdir, r: Ranking) -> None:
-    """review.rank.parquet (or its removal, without a model) and review.rank.json, each atomic."""
+    """review.rank.parquet and review.rank.json, each atomic; p_reject is null where there is no model
+    (also when the log no longer supports one, after decisions were undone: it must not rank the grid)."""
     path = wd.root / RANK_FILE
-    if r.p_reject is None:
-        if path.exists():
-            os.unlink(path)  # a model the log no longer supports (decisions undone) must not rank the grid
-    else:
-        table = pa.table({"crop_id": r.crop_ids, "p_reject": r.p_reject}, schema=RANK_SCHEMA)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+    n = len(r.crop_ids)
+    p = pa.nulls(n, pa.float32()) if r.p_reject is None else pa.array(r.p_reject, pa.float32())
+    u = pa.nulls(n, pa.float32()) if r.unusual is None else pa.array(r.unusual, pa.float32())
+    table = pa.table({"crop_id": r.crop_ids, "p_reject": p, "unusual": u}, schema=RANK_SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     write_json(wd.root / RANK_INFO, {**r.info, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def read_ranking(wd: Workdir) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """(crop_id -> p_reject, the info) as last written; ({}, None) before the first ranking."""
+    """(crop_id -> p_reject, the info) as last written; ({}, None) before the first ranking, {} without a model."""
     info = None
     with_info = wd.root / RANK_INFO
     if with_info.exists():
@@ -211,11 +256,22 @@ def read_ranking(wd: Workdir) -> tuple[dict[str, float], dict[str, Any] | None]:
     path = wd.root / RANK_FILE
     if not path.exists():
         return {}, info
+    return _rank_column(path, "p_reject"), info
+
+
+def read_unusual(wd: Workdir) -> dict[str, float]:
+    """crop_id -> unusual as last written ({} before the first ranking)."""
+    return _rank_column(wd.root / RANK_FILE, "unusual")
+
+
+def _rank_column(path, name: str) -> dict[str, float]:
+    if not path.exists():
+        return {}
     try:
-        t = pq.read_table(path, schema=RANK_SCHEMA)
-    except (pa.ArrowException, OSError):
-        return {}, info
-    return dict(zip(t.column("crop_id").to_pylist(), t.column("p_reject").to_pylist())), info
+        t = pq.read_table(path, columns=["crop_id", name])
+    except (pa.ArrowException, OSError, KeyError):
+        return {}  # a damaged or older ranking is only a ranking: the next one replaces it
+    return {c: v for c, v in zip(t.column("crop_id").to_pylist(), t.column(name).to_pylist()) if v is not None}
 
 
 def summary_line(r: Ranking, wd: Workdir) -> str:
@@ -223,7 +279,7 @@ def summary_line(r: Ranking, wd: Workdir) -> str:
     d = r.info["decisions"]
     if r.p_reject is None:
         return (f"rank: no model yet ({d['rejected']} rejected, {d['accepted']} accepted; {r.info['why']}); "
-                f"the grid keeps the score order")
+                f"the grid shows the score stage's rejections, then the most unusual crops, first -> {wd.root / RANK_FILE}")
     e, h = r.info["estimate"], r.info["held_out"]
     return (f"rank: model from {h['decisions']} decisions ({d['rejected']} rejected, {d['accepted']} accepted), "
             f"held-out AUC {h['auc']:.2f}; {e['unreviewed']:,} unreviewed crops, about {e['expected_bad']:,.0f} bad "
@@ -272,7 +328,8 @@ class BackgroundRanker:
             try:
                 r = train_and_rank(s.workdir, workers=self.workers)
                 write_ranking(s.workdir, r)
-                s.set_ranking(dict(zip(r.crop_ids, r.p_reject.tolist())) if r.p_reject is not None else {}, r.info)
+                s.set_ranking(dict(zip(r.crop_ids, r.p_reject.tolist())) if r.p_reject is not None else {}, r.info,
+                              dict(zip(r.crop_ids, r.unusual.tolist())) if r.unusual is not None else None)
                 s.model_problem = None
                 self.trained += 1
             except Exception as e:  # noqa: BLE001  the grid must keep working whatever the model does

@@ -40,6 +40,7 @@ from curate.core.workdir import REVIEW_SQL, REVIEW_STATUSES, Workdir
 
 SORTS = {
     "reject": "most likely rejected first (the reject model)",
+    "unusual": "the score stage's rejections, then the most unusual crops, first (no decisions needed)",
     "score": "person score, lowest (most doubtful) first",
     "-score": "person score, highest first",
     "table": "crops table order",
@@ -332,17 +333,20 @@ class ReviewSession:
         self.training = False  # a background ranker is fitting a model now
         self.model_problem: str | None = None  # why the last training failed (the page says it)
         self._reject_order: np.ndarray | None = None
+        self._unusual_order: np.ndarray | None = None  # curate.review.rank's `unusual`, once ranked
         self.listeners: list = []  # called after every change of a status (the background ranker)
         self._load_ranking()
 
     def _load_ranking(self) -> None:
-        from curate.review.rank import read_ranking
+        from curate.review.rank import read_ranking, read_unusual
 
         p, info = read_ranking(self.workdir)
-        self.set_ranking(p, info)
+        self.set_ranking(p, info, read_unusual(self.workdir))
 
-    def set_ranking(self, p_reject: dict[str, float], info: dict[str, Any] | None) -> None:
-        """Use a ranking (crop_id -> p_reject; empty: no model) and the figures it came with."""
+    def set_ranking(self, p_reject: dict[str, float], info: dict[str, Any] | None,
+                    unusual: dict[str, float] | None = None) -> None:
+        """Use a ranking (crop_id -> p_reject; empty: no model), the figures it came with, and each crop's
+        `unusual` (empty or None: no such order yet)."""
         arr = np.full(len(self.index), np.nan, np.float32)
         for cid, p in p_reject.items():
             row = self.index.position.get(cid)
@@ -352,8 +356,20 @@ class ReviewSession:
         if p_reject:
             key = np.where(np.isnan(arr), np.inf, -arr)  # most likely rejected first, unranked last
             order = np.argsort(key, kind="stable").astype(np.int32)
+        odd = None
+        if unusual:
+            u = np.full(len(self.index), np.nan, np.float32)
+            for cid, v in unusual.items():
+                row = self.index.position.get(cid)
+                if row is not None and v is not None:
+                    u[row] = v
+            names = self.index.label_names
+            doubted = np.array([n not in (KEPT_LABEL, UNSCORED_LABEL) for n in names], bool)[self.index.labels]
+            # the score stage's rejections first, then the most unusual; crops without a value last
+            odd = np.lexsort((np.where(np.isnan(u), np.inf, -u), np.isnan(u), ~doubted)).astype(np.int32)
         with self._lock:
             self.p_reject, self._reject_order, self.model = arr, order, info
+            self._unusual_order = odd
 
     @property
     def has_model(self) -> bool:
@@ -361,12 +377,17 @@ class ReviewSession:
         return self._reject_order is not None
 
     def default_sort(self) -> str:
-        """The grid's order when the page names none: the reject model's once there is one."""
-        return "reject" if self.has_model else "score"
+        """The grid's order when the page names none: the reject model's once there is one, before it the
+        unusual crops first once a ranking has measured them, else the score order."""
+        if self.has_model:
+            return "reject"
+        return "unusual" if self._unusual_order is not None else "score"
 
     def order(self, sort: str) -> np.ndarray:
         if sort == "reject":
             return self._reject_order if self._reject_order is not None else self.index.order("score")
+        if sort == "unusual":
+            return self._unusual_order if self._unusual_order is not None else self.index.order("score")
         return self.index.order(sort)
 
     def below(self, p: float) -> np.ndarray:
@@ -384,6 +405,7 @@ class ReviewSession:
         """What the page's header says about the reject model."""
         info = self.model or {}
         out: dict[str, Any] = {"ready": self.has_model, "training": self.training,
+                               "unusual": self._unusual_order is not None,
                                "problem": self.model_problem,
                                "decisions": info.get("decisions"), "why": info.get("why"),
                                "below": {"p": below, "crops": int(len(self.below(below)))}}

@@ -124,6 +124,7 @@
           `${fmt(e.expected_bad)} bad crops among ${fmt(e.unreviewed)} unreviewed (90%: ${fmt(e.low)}–${fmt(e.high)})`;
       } else {
         text = `no reject model yet: ${m.why || "it learns once you have rejected and accepted 10 crops each"}`;
+        if (m.unusual) text += "; meanwhile the most unusual crops come first";
       }
       if (m.training) text += " · retraining…";
       if (m.problem) text += ` · the last training failed (${m.problem})`;
