@@ -204,11 +204,13 @@ def record_size(height: int, width: int, channels: int = CHANNELS) -> int:
 
 
 class RecordError(Exception):
-    """A TFRecord file that cannot be read: `kind` is 'bad crc' or 'truncated record'."""
+    """A TFRecord file that cannot be read: `kind` is 'bad crc', 'truncated record' or, for a level read as
+    fixed-size records (curate.dataset.levels), 'not fixed-size' or 'not an image record'."""
 
-    def __init__(self, kind: str, offset: int, detail: str = ""):
-        super().__init__(f"{kind} at byte {offset}" + (f" ({detail})" if detail else ""))
-        self.kind, self.offset = kind, offset
+    def __init__(self, kind: str, offset: int, detail: str = "", path: str | os.PathLike | None = None):
+        where = f"{path}: " if path is not None else ""
+        super().__init__(f"{where}{kind} at byte {offset}" + (f" ({detail})" if detail else ""))
+        self.kind, self.offset, self.path = kind, offset, None if path is None else str(path)
 
 
 def iter_records(f: IO[bytes]) -> Iterator[bytes]:
