@@ -56,9 +56,11 @@ def test_a_two_replica_checkpoint_resumes_on_one_and_the_reverse(compared):
     assert forth["variables"] > 200 and forth["copies_differ"] == 0  # every replica made the same update
 
 
-def test_a_minibatch_that_does_not_split_is_one_line(compared):
-    (message,) = compared["errors"]
-    assert "\n" not in message and "multiple of replicas x mbstd_group = 8" in message
+def test_a_minibatch_that_does_not_split_and_xla_are_one_line(compared):
+    split, xla = compared["errors"]
+    assert "\n" not in split and "minibatch 4 at 8x4, 4 at 16x8" in split and "replicas x mbstd_group = 8" in split
+    assert """--set 'minibatch={"8": 8, "16": 8}'""" in split  # a table that does split
+    assert "\n" not in xla and "xla=true is not supported with 2 replicas" in xla
 
 
 def test_replicas_setting_is_typed_checked_and_resumable():
@@ -120,3 +122,14 @@ def test_bad_tf_config_and_a_count_the_worker_lacks_are_train_errors(monkeypatch
     _tf_config(monkeypatch, "worker", 1)
     with pytest.raises(TrainError, match="replicas=3 but this worker sees no GPU"):
         replicas.make_strategy("3")
+
+
+@pytest.mark.skipif(not os.environ.get("CURATE_MULTIWORKER"), reason="opt-in (about a minute and two ports): "
+                    "CURATE_MULTIWORKER=1")
+def test_two_workers_under_tf_config_take_the_same_steps_as_one(tmp_path):
+    from curate.testing.replicas import multi_worker
+
+    r = multi_worker(tmp_path)
+    assert r["exit_codes"] == [0, 0], (tmp_path / "worker1.log").read_text()[-3000:]
+    assert not r["worker1_wrote"]  # only the chief writes a run folder
+    assert r["max_loss_diff"] < 1e-4 and r["share_above_1e-4"] < 1e-3, r

@@ -12,7 +12,10 @@ file with `sys.executable -m curate.testing.replicas OUT.json` and read the JSON
              against the 1-replica run throughout (the same measures), with the largest difference
              between the checkpoint and the restored variables, and (1->2) how many variables'
              replica copies differ afterwards
-  errors     the one-line message for a minibatch that does not split over the replicas
+  errors     the one-line messages for a minibatch that does not split over the replicas, and for xla
+
+`python -m curate.testing.replicas --multi-worker DIR` runs the same steps as two workers of a
+MultiWorkerMirroredStrategy on this machine (`multi_worker`; the test is opt-in, CURATE_MULTIWORKER=1).
 """
 
 from __future__ import annotations
@@ -158,17 +161,67 @@ def compare(out_path: Path) -> dict:
             "max_loss_diff": loss_diff(step_losses(full), losses),
             **weight_diffs(checkpoint_weights(full), trainer_weights(trainer))}
         errors = []
-        try:
-            Trainer(replace(config, replicas="2", minibatch_base=4), data)
-        except TrainError as e:
-            errors.append(str(e))
+        for bad in ({"minibatch_base": 4}, {"xla": True}):
+            try:
+                Trainer(replace(config, replicas="2", **bad), data)
+            except TrainError as e:
+                errors.append(str(e))
         result["errors"] = errors
     out_path.write_text(json.dumps(result, indent=1))
     return result
 
 
+def free_port() -> int:
+    """A TCP port on localhost nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def multi_worker(out_dir: Path, timeout: float = 900) -> dict:
+    """Two `curate train` workers under TF_CONFIG on this machine (one CPU replica each) against one replica.
+
+    MultiWorkerMirroredStrategy over localhost ports: the same SETS as `compare`, all four steps. The
+    JSON holds the loss and weight differences, and whether only the chief (worker 0) wrote a run folder.
+    """
+    import os
+    import subprocess
+
+    from curate.testing.records import write_dataset
+    from curate.train.run import run_training
+    from curate.train.stylegan.config import CONFIGS, replace
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = write_dataset(out_dir / "ds", 24, 32, 16, shard_size=10)
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    sets = [a for k, v in SETS.items() for a in ("--set", f"{k}={v}")]
+    procs = []
+    for i in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        log = open(out_dir / f"worker{i}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, "-m", "curate", "train", str(data), "--runs-dir",
+                                       str(out_dir / f"runs{i}"), "--no-progress", *sets], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=timeout) for p in procs]
+    one = run_training(replace(CONFIGS["smoke"], **SETS), data, runs_dir=out_dir / "one", progress=False,
+                       echo=lambda s: None)
+    result: dict = {"exit_codes": codes, "worker1_wrote": (out_dir / "runs1").exists()}
+    if codes == [0, 0]:
+        (chief,) = (out_dir / "runs0").iterdir()
+        one_dir = Path(one["run_dir"])
+        result.update(max_loss_diff=loss_diff(step_losses(one_dir), step_losses(chief)),
+                      **weight_diffs(checkpoint_weights(one_dir), checkpoint_weights(chief)))
+    (out_dir / "multi_worker.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def main(argv: list[str]) -> None:
-    """python -m curate.testing.replicas OUT.json"""
+    """python -m curate.testing.replicas OUT.json | --multi-worker DIR"""
+    if argv[0] == "--multi-worker":
+        print(json.dumps(multi_worker(Path(argv[1])), indent=1))
+        return
     configure_cpus(2)
     compare(Path(argv[0]))
 

@@ -197,12 +197,13 @@ def summary_line(s: dict[str, Any]) -> str:
     last = s["last"] or {}
     swd = f", SWD {last['swd'][-1]:.2f}" if last.get("swd") else ""
     state = "finished" if s["finished"] else "stopped (resume with --resume)"
+    target = s["run_dir"]
     if not s.get("chief", True):
-        state = f"worker {state}" + " (the chief wrote the run folder)"
+        state, target = f"worker {state}", "the chief's run folder (this worker kept nothing)"
     resumed = f" (resumed at kimg {s['resumed_from_kimg']:.3f})" if s["resumed_from_kimg"] is not None else ""
     return (f"train: {state} at kimg {s['kimg']:.3f}, tick {s['ticks']}{resumed}; "
             f"{s['start'][0]}x{s['start'][1]} -> {last.get('height', '?')}x{last.get('width', '?')} "
-            f"of {s['end'][0]}x{s['end'][1]}{swd}; {s['ticks_run']} ticks in {s['seconds']:.0f}s -> {s['run_dir']}")
+            f"of {s['end'][0]}x{s['end'][1]}{swd}; {s['ticks_run']} ticks in {s['seconds']:.0f}s -> {target}")
 
 
 def resume_config(run_dir: str | os.PathLike, changes: dict[str, Any]) -> TrainConfig:

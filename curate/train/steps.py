@@ -12,6 +12,7 @@ with 1 there is no strategy and the step is the single-device one, op for op.
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Callable
 
 import numpy as np
@@ -113,12 +114,16 @@ class Trainer:
         n, group = self.replicas, self.config.mbstd_group
         if n == 1:
             return
-        for level in range(self.schedule.start_level, self.arch.full_level + 1):
-            mb = self.schedule.minibatch(level)
-            if mb % (n * group):
-                h, w = self.arch.size(level)
-                raise TrainError(f"minibatch {mb} at {h}x{w} does not split over {n} replicas: it must be a "
-                                 f"multiple of replicas x mbstd_group = {n * group} (set minibatch or minibatch_base)")
+        if self.config.xla:  # a jit-compiled replica step cannot all-reduce inside it (merge_call in a nested function)
+            raise TrainError(f"xla=true is not supported with {n} replicas yet; set xla=false (or replicas=1)")
+        unit = n * group
+        levels = range(self.schedule.start_level, self.arch.full_level + 1)
+        bad = [lv for lv in levels if self.schedule.minibatch(lv) % unit]
+        if bad:
+            sizes = ", ".join(f"{self.schedule.minibatch(lv)} at {'x'.join(map(str, self.arch.size(lv)))}" for lv in bad)
+            table = {str(2 ** lv): -(-self.schedule.minibatch(lv) // unit) * unit for lv in levels}
+            raise TrainError(f"minibatch {sizes} does not split over {n} replicas: each must be a multiple of "
+                             f"replicas x mbstd_group = {unit}, e.g. --set 'minibatch={json.dumps(table)}'")
 
     def scope(self):
         """The strategy's scope (variables made in it are mirrored); a no-op with one device."""
