@@ -100,7 +100,7 @@ def _resume(trainer: Trainer, checkpoints: Checkpoints, run_dir: Path, echo: Cal
     cnt = trainer.counters
     nimg, tick = int(cnt.nimg.numpy()), int(cnt.tick.numpy())
     truncate_stats(run_dir, tick)
-    echo(f"train: resuming {run_dir} at kimg {nimg / 1000:.3f} (tick {tick})")
+    echo(f"train: resuming {checkpoints.source} at kimg {nimg / 1000:.3f} (tick {tick})")
     return nimg
 
 
