@@ -18,21 +18,26 @@ FOLDER = "checkpoints"
 class Checkpoints:
     """A run folder's checkpoints of one Trainer: restore the latest, save at a tick."""
 
-    def __init__(self, trainer: Trainer, run_dir: Path, keep: int):
+    def __init__(self, trainer: Trainer, run_dir: Path, keep: int, source: Path | None = None):
+        """Checkpoints written to run_dir/checkpoints; `source`: the run folder restore reads (default run_dir).
+
+        A multi-worker run's non-chief workers write to a folder of their own and resume from the chief's.
+        """
         tf = trainer.tf
         parts = dict(G=trainer.G, D=trainer.D, Gs=trainer.Gs, opt_g=trainer.opt_g, opt_d=trainer.opt_d,
                      counters=trainer.counters)
         if trainer.scale_d.scale is not None:  # only float16 has loss-scale state: other checkpoints are unchanged
             parts.update(loss_scale_g=trainer.scale_g, loss_scale_d=trainer.scale_d)
-        self.run_dir, self.counters = run_dir, trainer.counters
+        self.run_dir, self.counters, self.source = run_dir, trainer.counters, source or run_dir
         self.checkpoint = tf.train.Checkpoint(**parts)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(run_dir / FOLDER), max_to_keep=keep)
 
     def restore(self) -> None:
         """Load the latest checkpoint into the trainer (TrainError when the run has none yet)."""
-        if self.manager.latest_checkpoint is None:
-            raise TrainError(f"{self.run_dir} has no checkpoint yet; start a new run instead")
-        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        latest = latest_checkpoint(self.source) if self.source != self.run_dir else self.manager.latest_checkpoint
+        if latest is None:
+            raise TrainError(f"{self.source} has no checkpoint yet; start a new run instead")
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
 
     def save(self) -> None:
         """A checkpoint numbered by the current tick."""
@@ -45,13 +50,20 @@ class Checkpoints:
             self.save()
 
 
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """The latest checkpoint in a run folder, None when there is none."""
+    from curate.train.stylegan.ops import tf
+
+    return tf.train.latest_checkpoint(str(Path(run_dir) / FOLDER))
+
+
 def restore_gs(run_dir: str | os.PathLike, Gs) -> int:
     """Load Gs from a run's latest checkpoint; the images trained (TrainError if none)."""
     from curate.train.stylegan.ops import tf
 
     counters = tf.Module(name="counters")
     counters.nimg = tf.Variable(0, dtype=tf.int64, trainable=False)
-    latest = tf.train.latest_checkpoint(str(Path(run_dir) / FOLDER))
+    latest = latest_checkpoint(run_dir)
     if latest is None:
         raise TrainError(f"{run_dir} has no checkpoint yet")
     tf.train.Checkpoint(Gs=Gs, counters=counters).restore(latest).expect_partial()

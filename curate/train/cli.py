@@ -31,7 +31,8 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
     config.json, stats.jsonl, log.txt, TensorBoard events, a sample grid per tick
     (fakes<tick>.png) and checkpoints; --resume continues one exactly where it stopped.
     --show-config lists every setting; --set precision=mixed_float16 (or mixed_bfloat16) trains
-    both networks in 16 bits with float32 weights.
+    both networks in 16 bits with float32 weights; --set replicas=auto (or N) splits each
+    minibatch over the machine's GPUs, or across machines with TF_CONFIG.
 
     \b
     Examples:
@@ -39,6 +40,7 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
       curate train datasets/portraits --config stylegan-512x256
       curate train datasets/portraits --config stylegan-512x256 --set total_kimg=12000 --set mirror_augment=false
       curate train datasets/portraits --config stylegan-512x256 --set precision=mixed_float16   # 16-bit on a GPU
+      curate train datasets/portraits --config stylegan-512x256 --set replicas=auto   # every GPU (docs/training.md)
       curate train --resume runs/00003-stylegan-512x256
       tensorboard --logdir runs
     """

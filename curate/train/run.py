@@ -16,6 +16,11 @@ data stream of a level is a pure function of the position within it; checkpoints
 ends with the counters and the optimizer moments. A resumed run therefore runs the same ops on the
 same numbers as an uninterrupted one.
 
+Several devices (`--set replicas=auto|N`, curate.train.replicas): the same steps mirrored over N
+local devices, or over machines with TF_CONFIG; only the chief writes the run folder, every other
+worker writes its copies (grids, stats, checkpoints) to a temporary folder it deletes at the end
+(TensorFlow's recommendation), and restores a resumed run from the chief's folder.
+
 Precision (`--set precision=mixed_float16` or `mixed_bfloat16`): G's synthesis network and D compute
 in 16 bits (curate.train.stylegan.networks says what stays float32); variables, Adam, the Gs average and
 the losses are float32. float16 adds dynamic loss scaling per network (curate.train.stylegan.precision),
@@ -26,6 +31,8 @@ see float32 images from the float32 weights whatever the training precision.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +44,7 @@ from curate.train.data import open_dataset
 from curate.train.grids import grid_png
 from curate.train.metrics import TickMetrics
 from curate.train.phases import Phases
+from curate.train.replicas import is_chief
 from curate.train.runfolder import TrainError, load_run, new_run_dir, write_run_config
 from curate.train.runlog import RunLog, truncate_stats
 from curate.train.steps import Trainer
@@ -53,8 +61,13 @@ def run_training(config: TrainConfig, dataset_dir: str | os.PathLike | None, run
     else:
         data = open_dataset(dataset_dir)
     trainer = Trainer(config, data)
-    run_dir = Path(resume) if resume is not None else _new_run(trainer, runs_dir)
-    checkpoints = Checkpoints(trainer, run_dir, config.keep_checkpoints)
+    chief = is_chief()
+    if chief:
+        run_dir = Path(resume) if resume is not None else _new_run(trainer, runs_dir)
+    else:  # another worker of a multi-worker run: the chief's folder is read only, to resume from
+        run_dir = Path(tempfile.mkdtemp(prefix="curate-worker-"))
+    checkpoints = Checkpoints(trainer, run_dir, config.keep_checkpoints,
+                              source=Path(resume) if resume is not None else None)
     phases = Phases(trainer)
     resumed_from = None
     if resume is not None:
@@ -64,7 +77,9 @@ def run_training(config: TrainConfig, dataset_dir: str | os.PathLike | None, run
     run = TickLoop(trainer, phases, checkpoints, run_dir, echo, progress)
     ticks_run, last_stats = run.run(stop_after_ticks)
     nimg, tick = int(trainer.counters.nimg.numpy()), int(trainer.counters.tick.numpy())
-    return {"run_dir": str(run_dir), "kimg": nimg / 1000, "ticks": tick, "ticks_run": ticks_run,
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"run_dir": str(run_dir), "chief": chief, "kimg": nimg / 1000, "ticks": tick, "ticks_run": ticks_run,
             "finished": nimg >= run.total_nimg,
             "resumed_from_kimg": None if resumed_from is None else resumed_from / 1000,
             "last": last_stats, "seconds": time.time() - started,
@@ -85,7 +100,7 @@ def _resume(trainer: Trainer, checkpoints: Checkpoints, run_dir: Path, echo: Cal
     cnt = trainer.counters
     nimg, tick = int(cnt.nimg.numpy()), int(cnt.tick.numpy())
     truncate_stats(run_dir, tick)
-    echo(f"train: resuming {run_dir} at kimg {nimg / 1000:.3f} (tick {tick})")
+    echo(f"train: resuming {checkpoints.source} at kimg {nimg / 1000:.3f} (tick {tick})")
     return nimg
 
 
@@ -182,10 +197,13 @@ def summary_line(s: dict[str, Any]) -> str:
     last = s["last"] or {}
     swd = f", SWD {last['swd'][-1]:.2f}" if last.get("swd") else ""
     state = "finished" if s["finished"] else "stopped (resume with --resume)"
+    target = s["run_dir"]
+    if not s.get("chief", True):
+        state, target = f"worker {state}", "the chief's run folder (this worker kept nothing)"
     resumed = f" (resumed at kimg {s['resumed_from_kimg']:.3f})" if s["resumed_from_kimg"] is not None else ""
     return (f"train: {state} at kimg {s['kimg']:.3f}, tick {s['ticks']}{resumed}; "
             f"{s['start'][0]}x{s['start'][1]} -> {last.get('height', '?')}x{last.get('width', '?')} "
-            f"of {s['end'][0]}x{s['end'][1]}{swd}; {s['ticks_run']} ticks in {s['seconds']:.0f}s -> {s['run_dir']}")
+            f"of {s['end'][0]}x{s['end'][1]}{swd}; {s['ticks_run']} ticks in {s['seconds']:.0f}s -> {target}")
 
 
 def resume_config(run_dir: str | os.PathLike, changes: dict[str, Any]) -> TrainConfig:

@@ -3,15 +3,22 @@
 One step is one D update (with R1), one G update and the Gs average. Every random draw in it is
 stateless, seeded by (seed, step number), so a resumed run draws the same numbers. Under
 mixed_float16 each update goes through its network's loss scale (curate.train.stylegan.precision).
+
+With `replicas` above 1 the variables are mirrored under a tf.distribute strategy
+(curate.train.replicas) and the step runs once per replica on its rows of the global minibatch;
+with 1 there is no strategy and the step is the single-device one, op for op.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Callable
 
 import numpy as np
 
 from curate.train.data import DatasetInfo, first_images, minibatches
+from curate.train.replicas import make_strategy, replica_count
 from curate.train.runfolder import TrainError
 from curate.train.stylegan.config import TrainConfig
 
@@ -76,17 +83,21 @@ class Trainer:
         self.arch = config.arch(data.height, data.width)
         self._check_levels()
         self.schedule = Schedule(config, self.arch.full_level)
+        self.strategy = make_strategy(config.replicas)  # None for one device
+        self.replicas = replica_count(self.strategy)
+        self._check_minibatches()
         dtype = compute_dtype(config.precision)
-        self.G = Generator(self.arch, seed=config.seed, compute_dtype=dtype)
-        self.D = Discriminator(self.arch, seed=config.seed + 1, compute_dtype=dtype)
-        # same init: Gs starts as a copy of G; it samples in float32 whatever G trains in
-        self.Gs = Generator(self.arch, seed=config.seed, name="Gs")
-        c = config
-        self.opt_g = make_adam(tf, self.G.trainable_variables, c.adam_beta1, c.adam_beta2, c.adam_epsilon)
-        self.opt_d = make_adam(tf, self.D.trainable_variables, c.adam_beta1, c.adam_beta2, c.adam_epsilon)
-        self.scale_g = loss_scale(c.precision, c.loss_scale_init, c.loss_scale_growth_steps, "loss_scale_g")
-        self.scale_d = loss_scale(c.precision, c.loss_scale_init, c.loss_scale_growth_steps, "loss_scale_d")
-        self.counters = make_counters(tf)
+        with self.scope():  # every variable mirrored under a strategy (updated per replica, identically)
+            self.G = Generator(self.arch, seed=config.seed, compute_dtype=dtype)
+            self.D = Discriminator(self.arch, seed=config.seed + 1, compute_dtype=dtype)
+            # same init: Gs starts as a copy of G; it samples in float32 whatever G trains in
+            self.Gs = Generator(self.arch, seed=config.seed, name="Gs")
+            c = config
+            self.opt_g = make_adam(tf, self.G.trainable_variables, c.adam_beta1, c.adam_beta2, c.adam_epsilon)
+            self.opt_d = make_adam(tf, self.D.trainable_variables, c.adam_beta1, c.adam_beta2, c.adam_epsilon)
+            self.scale_g = loss_scale(c.precision, c.loss_scale_init, c.loss_scale_growth_steps, "loss_scale_g")
+            self.scale_d = loss_scale(c.precision, c.loss_scale_init, c.loss_scale_growth_steps, "loss_scale_d")
+            self.counters = make_counters(tf)
         self._steps: dict[int, Callable] = {}
         self._samplers: dict[int, Callable] = {}
 
@@ -98,6 +109,26 @@ class Trainer:
         if c.start_height not in [2 ** k for k in files]:
             raise TrainError(f"start_height {c.start_height} has no level file in {self.data.path}")
 
+    def _check_minibatches(self) -> None:
+        """Each level's minibatch must split into whole minibatch-stddev groups on every replica."""
+        n, group = self.replicas, self.config.mbstd_group
+        if n == 1:
+            return
+        if self.config.xla:  # a jit-compiled replica step cannot all-reduce inside it (merge_call in a nested function)
+            raise TrainError(f"xla=true is not supported with {n} replicas yet; set xla=false (or replicas=1)")
+        unit = n * group
+        levels = range(self.schedule.start_level, self.arch.full_level + 1)
+        bad = [lv for lv in levels if self.schedule.minibatch(lv) % unit]
+        if bad:
+            sizes = ", ".join(f"{self.schedule.minibatch(lv)} at {'x'.join(map(str, self.arch.size(lv)))}" for lv in bad)
+            table = {str(2 ** lv): -(-self.schedule.minibatch(lv) // unit) * unit for lv in levels}
+            raise TrainError(f"minibatch {sizes} does not split over {n} replicas: each must be a multiple of "
+                             f"replicas x mbstd_group = {unit}, e.g. --set 'minibatch={json.dumps(table)}'")
+
+    def scope(self):
+        """The strategy's scope (variables made in it are mirrored); a no-op with one device."""
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
     # -- the step
     def step_fn(self, level: int, compiled: bool = True) -> Callable:
         """The training step at a level: step(reals_u8, alpha, step, lr_g, lr_d) -> losses, compiled once per level.
@@ -106,7 +137,7 @@ class Trainer:
         """
         if compiled and level in self._steps:
             return self._steps[level]
-        step = self._step(level)
+        step = self._step(level) if self.strategy is None else self._distributed(self._step(level))
         if not compiled:
             return step
         tf, mb, (h, w) = self.tf, self.schedule.minibatch(level), self.arch.size(level)
@@ -126,8 +157,20 @@ class Trainer:
         cnt.nimg.assign_add(self.schedule.minibatch(level))
         return out
 
+    def _distributed(self, step: Callable) -> Callable:
+        """The step once per replica, each on its rows of the global minibatch; the losses averaged over replicas."""
+        tf, strategy = self.tf, self.strategy
+
+        def distributed(reals_u8, alpha, step_number, lr_g, lr_d):
+            out = strategy.run(step, args=(reals_u8, alpha, step_number, lr_g, lr_d))
+            return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in out.items()}
+
+        return distributed
+
     def _step(self, level: int) -> Callable:
+        """One replica's step (the whole step with one device): its rows of the reals and of every draw."""
         from curate.train.stylegan.networks import fade_reals
+        from curate.train.stylegan.ops import replica_rows
 
         tf, c = self.tf, self.config
         mb = self.schedule.minibatch(level)
@@ -135,9 +178,9 @@ class Trainer:
 
         def step(reals_u8, alpha, step, lr_g, lr_d):
             seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(c.seed, tf.int64), step]), 5)
-            reals = tf.cast(reals_u8, tf.float32) / 127.5 - 1.0
+            reals = tf.cast(replica_rows(reals_u8), tf.float32) / 127.5 - 1.0
             if c.mirror_augment:
-                flip = tf.random.stateless_uniform([mb], seed=seeds[0]) < 0.5
+                flip = replica_rows(tf.random.stateless_uniform([mb], seed=seeds[0])) < 0.5
                 reals = tf.where(flip[:, None, None, None], tf.reverse(reals, axis=[2]), reals)
             reals = fade_reals(reals, level, alpha)
             loss_d, parts, applied_d = update_d(reals, alpha, seeds[1], seeds[2], lr_d)
@@ -153,33 +196,38 @@ class Trainer:
 
     def _update_d(self, level: int) -> Callable:
         from curate.train.stylegan.loss import d_loss
+        from curate.train.stylegan.ops import replica_mean_grads, replica_rows
 
         tf, c, G, D, scale = self.tf, self.config, self.G, self.D, self.scale_d
         mb = self.schedule.minibatch(level)
 
         def update(reals, alpha, z_seed, noise_seed, lr):
-            z = tf.random.stateless_normal([mb, self.arch.latent_size], seed=z_seed)
+            z = replica_rows(tf.random.stateless_normal([mb, self.arch.latent_size], seed=z_seed))
             with tf.GradientTape() as tape:
                 fakes = G(z, level, alpha, noise_seed, mixing_prob=c.style_mixing)
                 loss, parts = d_loss(D, reals, fakes, level, alpha, c.r1_gamma, loss_scale=scale.scale)
                 scaled = scale.scale_loss(loss)
-            return loss, parts, scale.apply(self.opt_d, tape.gradient(scaled, D.trainable_variables), lr)
+            # averaged before the overflow check and Adam, so every replica takes the same decision and update
+            grads = replica_mean_grads(tape.gradient(scaled, D.trainable_variables))
+            return loss, parts, scale.apply(self.opt_d, grads, lr)
 
         return update
 
     def _update_g(self, level: int) -> Callable:
         from curate.train.stylegan.loss import g_loss
+        from curate.train.stylegan.ops import replica_mean_grads, replica_rows
 
         tf, c, G, D, scale = self.tf, self.config, self.G, self.D, self.scale_g
         mb = self.schedule.minibatch(level)
 
         def update(alpha, z_seed, noise_seed, lr):
-            z = tf.random.stateless_normal([mb, self.arch.latent_size], seed=z_seed)
+            z = replica_rows(tf.random.stateless_normal([mb, self.arch.latent_size], seed=z_seed))
             with tf.GradientTape() as tape:
                 fakes = G(z, level, alpha, noise_seed, mixing_prob=c.style_mixing, update_w_avg=c.w_avg_beta)
                 loss = g_loss(D, fakes, level, alpha)
                 scaled = scale.scale_loss(loss)
-            return loss, scale.apply(self.opt_g, tape.gradient(scaled, G.trainable_variables), lr)
+            grads = replica_mean_grads(tape.gradient(scaled, G.trainable_variables))
+            return loss, scale.apply(self.opt_g, grads, lr)
 
         return update
 

@@ -127,6 +127,9 @@ class TrainConfig:
     fid_images: int = 5000
     fid_ticks: int = 10
     xla: bool = False
+    # devices: "1" one device (no tf.distribute), "auto" every GPU, or a count; under TF_CONFIG, every GPU
+    # of each worker (curate.train.replicas). The global minibatch is split: it must divide by replicas x mbstd_group
+    replicas: str = "1"
 
     def resolved(self, full_height: int, full_width: int) -> TrainConfig:
         """The config with start_height 0 resolved for records of this size (4x4 for square, 8x4 for 2:1)."""
@@ -151,9 +154,10 @@ class TrainConfig:
         return replace(cls(), **d)
 
 
-# keys that may change when a run resumes: they do not change what a step computes
+# keys that may change when a run resumes: they do not change what a step computes (replicas: only
+# to float rounding, the same global batch split another way)
 RESUMABLE = {"total_kimg", "snapshot_ticks", "keep_checkpoints", "swd_images", "swd_ticks", "fid_weights",
-             "fid_images", "fid_ticks", "grid_cols", "grid_rows"}
+             "fid_images", "fid_ticks", "grid_cols", "grid_rows", "replicas"}
 
 CONFIGS: dict[str, TrainConfig] = {
     # NVlabs defaults on 512x256 records: 8x4 -> 512x256, 600 + 600 kimg per level, 25M images
@@ -171,6 +175,8 @@ CONFIGS: dict[str, TrainConfig] = {
 
 def replace(config: TrainConfig, **changes: Any) -> TrainConfig:
     """A copy with changes, each converted to the field's type by msgspec (tables: JSON objects keyed by height)."""
+    if isinstance(changes.get("replicas"), int) and not isinstance(changes["replicas"], bool):
+        changes = {**changes, "replicas": str(changes["replicas"])}  # --set replicas=2 reads as a number
     out = dataclasses.replace(config, **typed_changes(TrainConfig, changes))
     check(out)
     return out
@@ -206,6 +212,8 @@ def check(c: TrainConfig) -> None:
         raise SettingError("style_mixing is a probability in [0, 1]")
     if c.precision not in PRECISIONS:
         raise SettingError(f"precision {c.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if c.replicas != "auto" and not (c.replicas.isdigit() and int(c.replicas) >= 1):
+        raise SettingError(f"replicas {c.replicas!r} must be auto (every GPU) or a device count >= 1")
     if c.loss_scale_init < 1 or c.loss_scale_growth_steps < 1:
         raise SettingError("loss_scale_init must be >= 1 and loss_scale_growth_steps >= 1")
 

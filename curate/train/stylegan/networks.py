@@ -23,7 +23,7 @@ from __future__ import annotations
 from curate.train.stylegan.config import Arch
 from curate.train.stylegan.ops import (
     Conv2d, Dense, Noise, StyleMod, at_least_float32, blur2d, downscale2d, instance_norm, lrelu,
-    minibatch_stddev, pixel_norm, tf, upscale2d,
+    minibatch_stddev, pixel_norm, replica_mean, replica_normal, tf, upscale2d,
 )
 
 
@@ -131,12 +131,13 @@ class Generator(tf.Module):
         """Per-layer w for a level: broadcast, with style mixing (one crossover per minibatch) when asked."""
         n_layers = self.arch.num_layers(level)
         w = self.mapping(z)
-        if update_w_avg is not None:
-            self.w_avg.assign(tf.reduce_mean(w, axis=0) + (self.w_avg - tf.reduce_mean(w, axis=0)) * update_w_avg)
+        if update_w_avg is not None:  # the global batch's mean w under several replicas
+            mean = replica_mean(tf.reduce_mean(w, axis=0))
+            self.w_avg.assign(mean + (self.w_avg - mean) * update_w_avg)
         ws = tf.tile(w[:, None], [1, n_layers, 1])
         if mixing_prob > 0:
             s = tf.random.experimental.stateless_split(seed, 3)
-            w2 = self.mapping(tf.random.stateless_normal(tf.shape(z), seed=s[0]))
+            w2 = self.mapping(replica_normal(tf.shape(z), seed=s[0]))
             cut_rand = tf.random.stateless_uniform([], seed=s[1], minval=1, maxval=max(n_layers, 2), dtype=tf.int32)
             mix = tf.random.stateless_uniform([], seed=s[2]) < mixing_prob
             cutoff = tf.where(mix, cut_rand, n_layers)

@@ -24,6 +24,72 @@ tf = import_tensorflow()
 SQRT2 = math.sqrt(2.0)
 
 
+# ---- several replicas (tf.distribute): every per-sample draw independent of the replica count -------
+#
+# Under a strategy each replica holds every n-th row of the global minibatch (replica r: rows r, r+n,
+# r+2n, ...). Minibatch stddev groups rows i with the same i mod (N / group), so when N / group is a
+# multiple of n every group lies whole on one replica, in the same order: the groups are those of one
+# device. Random per-sample tensors are drawn at the global size from the same seeds and sliced the
+# same way, so the numbers do not depend on how many replicas there are. With no strategy (or one
+# replica) every helper is the identity, or the very op it stands for.
+
+def replica_place():
+    """(replicas in sync, this replica's id): (1, 0) outside a multi-replica step."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return 1, 0
+    return ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+
+
+def replica_rows(x):
+    """This replica's rows of a global-batch tensor (rows id, id + n, ...); x itself with one replica."""
+    n, rid = replica_place()
+    if n == 1:
+        return x
+    s = tf.shape(x)
+    y = tf.reshape(x, tf.concat([[s[0] // n, n], s[1:]], axis=0))
+    return tf.gather(y, rid, axis=1)
+
+
+def _global_shape(shape, n: int):
+    shape = tf.convert_to_tensor(shape)
+    return tf.concat([shape[:1] * tf.cast(n, shape.dtype), shape[1:]], axis=0)
+
+
+def replica_normal(shape, seed, dtype=tf.float32):
+    """stateless_normal of this replica's rows: `shape` is per replica; drawn at the global size, then sliced."""
+    n, _ = replica_place()
+    if n == 1:
+        return tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
+    return replica_rows(tf.random.stateless_normal(_global_shape(shape, n), seed=seed, dtype=dtype))
+
+
+def replica_uniform(shape, seed, dtype=tf.float32):
+    """stateless_uniform of this replica's rows, as replica_normal."""
+    n, _ = replica_place()
+    if n == 1:
+        return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype)
+    return replica_rows(tf.random.stateless_uniform(_global_shape(shape, n), seed=seed, dtype=dtype))
+
+
+def replica_mean(x):
+    """The mean of x over the replicas (all-reduce); x itself with one replica."""
+    n, _ = replica_place()
+    if n == 1:
+        return x
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, x)
+
+
+def replica_mean_grads(grads):
+    """Gradients averaged over the replicas (the global batch's, losses being batch means); None ones kept."""
+    n, _ = replica_place()
+    if n == 1:
+        return grads
+    present = [g for g in grads if g is not None]
+    reduced = iter(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, present))
+    return [None if g is None else next(reduced) for g in grads]
+
+
 def lrelu(x, alpha: float = 0.2):
     """Leaky ReLU with NVlabs' slope 0.2."""
     return tf.nn.leaky_relu(x, alpha)
@@ -170,7 +236,7 @@ class Noise(tf.Module):
 
     def __call__(self, x, seed):
         s = tf.shape(x)
-        noise = tf.random.stateless_normal([s[0], s[1], s[2], 1], seed=seed, dtype=x.dtype)
+        noise = replica_normal([s[0], s[1], s[2], 1], seed=seed, dtype=x.dtype)
         return x + noise * tf.cast(self.weight, x.dtype)
 
 
