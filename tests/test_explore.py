@@ -65,6 +65,9 @@ def test_a_png_without_a_latent_is_one_line(ex, tmp_path, capsys):
     Image.new("RGB", (8, 16)).save(buf, "PNG")
     with pytest.raises(ExploreError, match="carries no latent"):
         read_png(buf.getvalue())
+    with pytest.raises(ExploreError, match="^the image is not an image") as junk:
+        read_png(b"junk bytes")
+    assert "BytesIO" not in str(junk.value) and "0x" not in str(junk.value)  # no Python object in the message
     (tmp_path / "plain.png").write_bytes(buf.getvalue())
     with pytest.raises(SystemExit) as e:
         main(["generate", str(ex.run_dir), "--from", str(tmp_path / "plain.png"), "-o", str(tmp_path / "o")])

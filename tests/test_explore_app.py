@@ -112,7 +112,7 @@ def test_requests_the_run_cannot_serve_are_a_4xx_with_one_line(client):
         (client.post("/api/generate", json={"seeds": "0-100000"}), 400, "at most"),
         (client.post("/api/generate", json={"seeds": "1", "psi": "high"}), 400, "psi"),
         (client.post("/api/drop", content=plain.getvalue(), headers={"Content-Type": "image/png"}), 400, "carries no latent"),
-        (client.post("/api/drop", content=b"not a png", headers={"Content-Type": "image/png"}), 400, "not a readable image"),
+        (client.post("/api/drop", content=b"not a png", headers={"Content-Type": "image/png"}), 400, "is not an image"),
         (client.post("/api/drop", content=b"x", headers={"Content-Type": "image/jpeg"}), 415, "PNG"),
         (client.post("/api/derive", json={"id": 10 ** 6}), 404, "not held"),
         (client.post("/api/derive", json={"id": ids[0], "amounts": {"nope": 1}}), 404, "no direction"),

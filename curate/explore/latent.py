@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from curate.core.errors import CurateError
 
@@ -183,6 +183,8 @@ def read_png(data: bytes | str | os.PathLike) -> Provenance:
             if im.format != "PNG":
                 raise ExploreError(f"{name} is a {im.format}, not a PNG that curate wrote")
             text = getattr(im, "text", {}).get(CHUNK)
+    except UnidentifiedImageError:
+        raise ExploreError(f"{name} is not an image (its bytes are no format Pillow knows)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ExploreError(f"{name} is not a readable image ({e})") from None
     if text is None:

@@ -90,7 +90,8 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
               help="A PNG written by curate generate or curate explore: its image again (latent and edits). Repeatable.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Output folder  [default: RUN/generated]")
-def generate_command(run, seeds, psi, cutoff, steps, from_pngs, out):
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def generate_command(run, seeds, psi, cutoff, steps, from_pngs, out, progress):
     """Write images from RUN's latest checkpoint (the averaged generator Gs) and an interpolation strip.
 
     One PNG per seed (seed<NNNN>.png) at the resolution the run has reached, truncated towards
@@ -111,7 +112,7 @@ def generate_command(run, seeds, psi, cutoff, steps, from_pngs, out):
     if from_pngs and click.get_current_context().get_parameter_source("seeds").name == "DEFAULT":
         seeds = []
     res = generate_images(run, seeds, out or Path(run) / "generated", psi=psi, cutoff=cutoff, steps=steps,
-                          from_pngs=from_pngs)
+                          from_pngs=from_pngs, progress=progress)
     strip = f" + {res['strip']}" if res["strip"] else ""
     click.echo(f"generate: {len(res['files'])} images at level {res['level']} (alpha {res['alpha']:.2f}, "
                f"kimg {res['kimg']:.3f}, psi {res['psi']}) -> {out or Path(run) / 'generated'}{strip}")

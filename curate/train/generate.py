@@ -15,7 +15,7 @@ from curate.explore.media import strip_png
 
 def generate_images(run_dir: str | os.PathLike, seeds: Sequence[int], out_dir: str | os.PathLike,
                     psi: float | None = None, cutoff: int | None = None, steps: int = 8,
-                    from_pngs: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
+                    from_pngs: Sequence[str | os.PathLike] = (), progress: bool = False) -> dict[str, Any]:
     """One PNG per seed (seed<NNNN>.png) and per latent PNG given (<name>.png, its edits applied again),
     each carrying its latent, plus interpolation.png through all of them in w."""
     from curate.explore.interp import interpolate
@@ -30,10 +30,17 @@ def generate_images(run_dir: str | os.PathLike, seeds: Sequence[int], out_dir: s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items) + (len(items) > 1), desc="generate", unit="image")
     for name, latent, edits in items:
         image = upscale_to(ex.render([latent], edits), full_h)[0]
         write_bytes(out / name, png_bytes(image, latent, edits, run=ex.run_dir.name))
         files.append(str(out / name))
+        if bar is not None:
+            bar.update()
     strip = None
     if len(items) > 1:
         frames = []
@@ -42,6 +49,10 @@ def generate_images(run_dir: str | os.PathLike, seeds: Sequence[int], out_dir: s
         frames.append(items[-1][1])
         strip = out / "interpolation.png"
         write_bytes(strip, strip_png(upscale_to(ex.render(frames), full_h)))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
     used = ex.from_seed(0, psi).psi
     return {"files": files, "strip": None if strip is None else str(strip), "level": ex.level, "alpha": ex.alpha,
             "psi": used, "kimg": ex.kimg}
