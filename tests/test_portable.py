@@ -2,9 +2,9 @@
 
 The Keras backend is fixed per process, so each backend's forward pass runs in a subprocess
 (curate/testing/portable_forward.py) on a case the TF implementation computed here: every op and
-layer, the mapping network, G at levels 4 and 5 (alpha 0.5, with and without truncation) and D at
-both, on the smoke config's widths with fused up/down convolutions at level 5 only, noise given
-explicitly (the maps the TF networks draw from their seeds). Tolerance: the largest absolute
+layer, the mapping network, G at levels 4 and 5 (alpha 0.5, with and without truncation; with
+style mixing, given the second latent and crossover the TF network draws) and D at both, on the
+smoke config's widths with fused up/down convolutions at level 5 only, noise given explicitly (the maps the TF networks draw from their seeds). Tolerance: the largest absolute
 difference over the reference's largest magnitude, float32. Measured: 0 on KERAS_BACKEND=tensorflow
 (the same TF kernels), at most 2.9e-6 on JAX's CPU build (jax 0.10.2, networks under jax.jit; G at
 level 5 with truncation); asserted below 1e-5.
@@ -57,8 +57,8 @@ def _run_backend(backend: str, case_path: Path) -> dict[str, np.ndarray]:
 
 def test_the_case_covers_every_op_and_network():
     names = {f"op.{n}" for n in (*OP_FUNCTIONS, *OP_LAYERS)} | {f"g.{n}" for n in G_CASES} | {"g.mapping"}
-    names |= {f"d.l{lv}" for lv in LEVELS}
-    assert len(names) == 24
+    names |= {f"d.l{lv}" for lv in LEVELS} | {"g.mix"}
+    assert len(names) == 25
     assert ARCH.fused(5) and not ARCH.fused(4)  # both convolution paths inside the networks
 
 
@@ -77,6 +77,8 @@ def test_portable_forward_matches_tf(case, backend):
     assert errors[worst] < TOLERANCE, f"{backend}: {worst} differs by {errors[worst]:.2e} of its scale"
     # the comparison can fail: the references are not degenerate
     assert np.std(expected["g.g_l5"]) > 0.1 and np.std(expected["d.l5"]) > 0.01
+    with np.load(path) as f:
+        assert 1 <= int(f["g.mix.cutoff"]) < ARCH.num_layers(5)  # the mixing case does mix
 
 
 def test_weights_copy_over_by_path_and_mismatches_are_refused():

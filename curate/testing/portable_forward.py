@@ -36,6 +36,7 @@ X_SHAPE = (8, 8, 4, 5)  # N, H, W, C of the op inputs: two minibatch-stddev grou
 G_CASES = {"g_l4": (4, None), "g_l5": (5, None), "g_l5_psi": (5, 0.7)}  # name: (level, truncation psi)
 LEVELS = (4, 5)
 ALPHA = 0.5
+MIXING = 0.9
 
 
 def _randomise_constants(module, rng: np.random.Generator) -> None:
@@ -99,6 +100,23 @@ def make_case(arch, n: int = 8, seed: int = 0) -> tuple[dict[str, np.ndarray], d
             inputs[f"g.{name}.noise.{i}"] = tf.random.stateless_normal(
                 [n, *arch.size(2 + i // 2), 1], seed=layer_seeds[i]).numpy()
         out[f"g.{name}"] = G(tf.constant(z), level, ALPHA, g_seed, psi=psi).numpy()
+    # style mixing at level 5: the second latent and the crossover TF's G draws from its seed, found the
+    # same way (G's seed split in two, the first half in three), on a seed whose minibatch does mix
+    n_layers = arch.num_layers(5)
+    for k in range(100):
+        g_seed = tf.constant([11, k], tf.int64)
+        s = tf.random.experimental.stateless_split(tf.random.experimental.stateless_split(g_seed, 2)[0], 3)
+        cut = tf.random.stateless_uniform([], seed=s[1], minval=1, maxval=n_layers, dtype=tf.int32)
+        if tf.random.stateless_uniform([], seed=s[2]) < MIXING:
+            break
+    inputs["g.mix.z2"] = tf.random.stateless_normal([n, arch.latent_size], seed=s[0]).numpy()
+    inputs["g.mix.cutoff"] = np.array(int(cut))
+    layer_seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_split(g_seed, 2)[1], n_layers)
+    for i in range(n_layers):
+        inputs[f"g.mix.noise.{i}"] = tf.random.stateless_normal(
+            [n, *arch.size(2 + i // 2), 1], seed=layer_seeds[i]).numpy()
+    out["g.mix"] = G(tf.constant(z), 5, ALPHA, g_seed, mixing_prob=MIXING).numpy()
     for level in LEVELS:
         img = rng.normal(size=(n, *arch.size(level), 3)).astype(np.float32)
         inputs[f"d.l{level}.img"] = img
@@ -160,6 +178,9 @@ def run_portable(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for name, (level, psi) in G_CASES.items():
         noise = [t(inputs[f"g.{name}.noise.{i}"]) for i in range(arch.num_layers(level))]
         out[f"g.{name}"] = _compiled(lambda z, noise: G(z, level, ALPHA, noise=noise, psi=psi))(z, noise)
+    noise = [t(inputs[f"g.mix.noise.{i}"]) for i in range(arch.num_layers(5))]
+    mix = (t(inputs["g.mix.z2"]), int(inputs["g.mix.cutoff"]))
+    out["g.mix"] = _compiled(lambda z, noise, z2: G(z, 5, ALPHA, noise=noise, mix=(z2, mix[1])))(z, noise, mix[0])
     for level in LEVELS:
         out[f"d.l{level}"] = _compiled(lambda img: D(img, level, ALPHA))(t(inputs[f"d.l{level}.img"]))
     return {k: np.asarray(kops.convert_to_numpy(v)) for k, v in out.items()}

@@ -5,7 +5,8 @@ TF network's weights over by path and the same inputs give the same outputs (tes
 Differences, on purpose: the noise of each synthesis layer is an argument (`noise`, a list indexed like
 the TF network's per-layer seeds) or drawn from a `keras.random.SeedGenerator` the caller passes, never
 from hidden state; initial weights come from NumPy's generator seeded with `seed` (the same on every
-backend, but not the TF network's initial values: copy those over to compare). Not here yet: style mixing, mixed precision, the w_avg update.
+backend, but not the TF network's initial values: copy those over to compare). Style mixing takes the second latent and the crossover from the
+caller. Not here yet: mixed precision, the w_avg update.
 """
 
 from __future__ import annotations
@@ -124,10 +125,19 @@ class Generator:
         self.synthesis = Synthesis(rng, arch)
         self.w_avg = keras.Variable(np.zeros([arch.dlatent_size], np.float32), trainable=False, name="w_avg")
 
-    def ws(self, z, level: int):
-        """Per-layer w for a level: the mapping's w broadcast to every layer (no style mixing yet)."""
-        w = self.mapping(z)
-        return ops.repeat(w[:, None], self.arch.num_layers(level), axis=1)
+    def ws(self, z, level: int, mix=None):
+        """Per-layer w for a level: the mapping's w broadcast to every layer.
+
+        Style mixing: `mix=(z2, cutoff)` gives the layers from `cutoff` on z2's w instead (the TF
+        network draws z2 and the crossover itself; here the caller draws them, from its own seed).
+        """
+        n_layers = self.arch.num_layers(level)
+        ws = ops.repeat(self.mapping(z)[:, None], n_layers, axis=1)
+        if mix is not None:
+            z2, cutoff = mix
+            w2 = self.mapping(z2)
+            ws = ops.where((ops.arange(n_layers) < cutoff)[None, :, None], ws, w2[:, None])
+        return ws
 
     def truncate(self, ws, psi, cutoff: int):
         """Pull the first `cutoff` layers' w towards the average by psi (sampling only)."""
@@ -137,9 +147,10 @@ class Generator:
         w_avg = ops.cast(self.w_avg, dt)
         return w_avg + (ws - w_avg) * coefs
 
-    def __call__(self, z, level: int, alpha, noise=None, seed=None, psi: float | None = None, cutoff: int = 8):
+    def __call__(self, z, level: int, alpha, noise=None, seed=None, psi: float | None = None, cutoff: int = 8,
+                 mix=None):
         """Images [N, H, W, 3] in about [-1, 1] at a level; noise maps or a seed to draw them from."""
-        ws = self.ws(z, level)
+        ws = self.ws(z, level, mix)
         if psi is not None and psi != 1.0:
             ws = self.truncate(ws, psi, cutoff)
         return self.synthesis(ws, level, alpha, noise, seed)
