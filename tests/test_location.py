@@ -73,3 +73,26 @@ def test_the_local_engine_refuses_a_url_in_one_line(tmp_path):
     toml.write_text('input = "s3://bucket/dump"\nworkdir = "s3://bucket/work"\n[filter]\nmin_height = 512\n')
     for dry in ([], ["--dry-run"]):
         assert_one_line_error(run_curate("run", toml, *dry), "s3://bucket/dump", "object storage", "--engine beam")
+
+
+def test_every_call_on_a_bucket_shares_one_boto3_client_and_reads_stay_apart(bucket, s3, monkeypatch):
+    """Beam makes an S3 client per call; curate.beam.s3clients keeps one per option set, which must not
+    mix up two downloads in flight at once (Beam's wrapper keeps per-download state of its own)."""
+    import boto3.session
+    from apache_beam.io.filesystems import FileSystems
+
+    from curate.beam import s3clients
+
+    made = []
+    real_client = boto3.session.Session.client
+    monkeypatch.setattr(boto3.session.Session, "client", lambda self, *a, **k: made.append(k) or real_client(self, *a, **k))
+    work = bucket / "shared"
+    (work / "a.bin").write_bytes(b"a" * 300_000)
+    (work / "b.bin").write_bytes(b"b" * 300_000)
+    for _ in range(5):
+        assert (work / "a.bin").exists() and [p.name for p in work.iterdir()] == ["a.bin", "b.bin"]
+    with FileSystems.open(str(work / "a.bin")) as fa, FileSystems.open(str(work / "b.bin")) as fb:
+        parts = [(fa.read(1000), fb.read(1000)) for _ in range(3)]
+        assert all(a == b"a" * 1000 and b == b"b" * 1000 for a, b in parts)
+        assert fa.read() == b"a" * 297_000 and fb.read() == b"b" * 297_000
+    assert s3clients.install() and len(made) <= 1  # 20-odd calls; one client at most (none if cached before)

@@ -49,6 +49,8 @@ def _filesystems():
         from apache_beam.io.filesystems import FileSystems
     except ImportError:
         raise InputError("object storage paths (gs://, s3://) need Apache Beam: pip install -e '.[beam]'") from None
+    import curate.beam  # noqa: F401  one S3 client per option set, not one per call (curate.beam.s3clients)
+
     return FileSystems
 
 
