@@ -49,7 +49,9 @@ def _filesystems():
         from apache_beam.io.filesystems import FileSystems
     except ImportError:
         raise InputError("object storage paths (gs://, s3://) need Apache Beam: pip install -e '.[beam]'") from None
-    import curate.beam  # noqa: F401  one S3 client per option set, not one per call (curate.beam.s3clients)
+    from curate.beam import s3clients
+
+    s3clients.install()  # one S3 client per option set, not one per call
 
     return FileSystems
 
