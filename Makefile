@@ -23,7 +23,8 @@ endif
 DATASET   ?= $(WORK)/$(PIPELINE)/dataset
 CONFIG    ?= smoke
 RUNS      ?= $(WORK)/runs
-PYTEST_ARGS ?=
+# every core, a test file at a time per worker (module fixtures built once); PYTEST_ARGS= for one process
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help venv dev cascades dataset train test bench clean

@@ -58,8 +58,21 @@ def latest_checkpoint(run_dir: Path) -> str | None:
 
 
 def restore_gs(run_dir: str | os.PathLike, Gs) -> int:
-    """Load Gs from a run's latest checkpoint; the images trained (TrainError if none)."""
+    """Load Gs from a run's latest checkpoint; the images trained (TrainError if none).
+
+    A run trained on another backend (its .npz checkpoints) loads too: the portable networks have the
+    TF networks' weight paths, so `curate generate` and `curate explore` read JAX runs as well.
+    """
+    from curate.train.runfolder import run_backend
     from curate.train.stylegan.ops import tf
+
+    if run_backend(run_dir) != "tensorflow":
+        from curate.train.portable.ops import load_weights
+        from curate.train.portable.trainer import load_gs
+
+        values, nimg = load_gs(run_dir)
+        load_weights(Gs, values)
+        return nimg
 
     counters = tf.Module(name="counters")
     counters.nimg = tf.Variable(0, dtype=tf.int64, trainable=False)

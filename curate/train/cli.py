@@ -20,9 +20,12 @@ from curate.train.stylegan.config import CONFIGS, parse_set, replace
               metavar="DIR", help="Where numbered run folders are created.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), metavar="RUN",
               help="Continue a run folder from its latest checkpoint (only run-length and metric settings may change).")
+@click.option("--backend", type=click.Choice(["tensorflow", "jax", "torch"]), default=None,
+              help="Where the networks train: tensorflow (the trainer), or jax (Keras 3's portable networks; "
+                   "float32, one device)  [default: $KERAS_BACKEND, else tensorflow]")
 @click.option("--show-config", is_flag=True, help="Print the resolved configuration as JSON and exit.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config, progress):
+def train_command(dataset_dir, config_name, sets, runs_dir, resume, backend, show_config, progress):
     """Train a progressive StyleGAN on the multi-resolution records in DATASET_DIR.
 
     Grows from 4x4 (square records) or 8x4 (2:1) to the records' full size (or the config's
@@ -32,7 +35,8 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
     (fakes<tick>.png) and checkpoints; --resume continues one exactly where it stopped.
     --show-config lists every setting; --set precision=mixed_float16 (or mixed_bfloat16) trains
     both networks in 16 bits with float32 weights; --set replicas=auto (or N) splits each
-    minibatch over the machine's GPUs, or across machines with TF_CONFIG.
+    minibatch over the machine's GPUs, or across machines with TF_CONFIG. --backend jax trains
+    the same networks written in Keras 3 on JAX (no TensorFlow needed; docs/training.md).
 
     \b
     Examples:
@@ -41,11 +45,17 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
       curate train datasets/portraits --config stylegan-512x256 --set total_kimg=12000 --set mirror_augment=false
       curate train datasets/portraits --config stylegan-512x256 --set precision=mixed_float16   # 16-bit on a GPU
       curate train datasets/portraits --config stylegan-512x256 --set replicas=auto   # every GPU (docs/training.md)
+      curate train datasets/portraits --backend jax           # Keras 3 on JAX (a GPU machine without TensorFlow)
       curate train --resume runs/00003-stylegan-512x256
       tensorboard --logdir runs
     """
     import json
+    import os
 
+    from curate.train.runfolder import choose_backend
+
+    backend = choose_backend(backend)
+    os.environ["KERAS_BACKEND"] = backend  # before anything imports keras: Keras reads it once
     from curate.train.run import resume_config, run_training, summary_line
 
     try:  # a bad --set names the option (other errors reach curate.cli.main, which prints one line)
@@ -62,7 +72,7 @@ def train_command(dataset_dir, config_name, sets, runs_dir, resume, show_config,
         click.echo(json.dumps(config.to_json(), indent=2))
         return
     summary = run_training(config, dataset_dir, runs_dir=runs_dir, resume=resume, echo=click.echo,
-                           progress=progress)
+                           progress=progress, backend=backend)
     click.echo(summary_line(summary))
 
 

@@ -24,8 +24,7 @@ class Phases:
         level, alpha = t.schedule.phase(0)
         t.counters.last_level.assign(level)
         t.counters.last_fading.assign(int(alpha < 1))
-        for gs, g in zip(t.Gs.variables, t.G.variables):
-            gs.assign(g)
+        t.copy_g_to_gs()
 
     def enter(self, nimg: int) -> tuple[int, float]:
         """(level, alpha) at nimg images; resets both Adams when the phase changed since the last step."""

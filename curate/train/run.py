@@ -45,7 +45,7 @@ from curate.train.grids import grid_png
 from curate.train.metrics import TickMetrics
 from curate.train.phases import Phases
 from curate.train.replicas import is_chief
-from curate.train.runfolder import TrainError, load_run, new_run_dir, write_run_config
+from curate.train.runfolder import TrainError, load_run, new_run_dir, run_backend, write_run_config
 from curate.train.runlog import RunLog, truncate_stats
 from curate.train.steps import Trainer
 from curate.train.stylegan.config import RESUMABLE, TrainConfig, replace
@@ -53,21 +53,35 @@ from curate.train.stylegan.config import RESUMABLE, TrainConfig, replace
 
 def run_training(config: TrainConfig, dataset_dir: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
                  resume: str | os.PathLike | None = None, echo: Callable[[str], None] = print,
-                 progress: bool = True, stop_after_ticks: int | None = None) -> dict[str, Any]:
-    """Train (or resume) a run; returns a summary. `stop_after_ticks` ends early as a kill would, after a tick."""
+                 progress: bool = True, stop_after_ticks: int | None = None,
+                 backend: str = "tensorflow") -> dict[str, Any]:
+    """Train (or resume) a run; returns a summary. `stop_after_ticks` ends early as a kill would, after a tick.
+
+    `backend`: tensorflow (curate.train.steps) or jax (curate.train.portable, KERAS_BACKEND=jax in
+    this process); a run resumes on the backend it started on, or stops with one line.
+    """
     started = time.time()
     if resume is not None:
+        trained_on = run_backend(resume)
+        if trained_on != backend:
+            raise TrainError(f"{resume} was trained with --backend {trained_on}; resume it with --backend "
+                             f"{trained_on} (checkpoints do not move between backends)")
         data = open_dataset(dataset_dir or load_run(resume)[1]["path"])
     else:
         data = open_dataset(dataset_dir)
-    trainer = Trainer(config, data)
+    if backend == "tensorflow":
+        trainer, checkpoint_class = Trainer(config, data), Checkpoints
+    else:
+        from curate.train.portable.trainer import PortableCheckpoints, PortableTrainer
+
+        trainer, checkpoint_class = PortableTrainer(config, data, backend), PortableCheckpoints
     chief = is_chief()
     if chief:
         run_dir = Path(resume) if resume is not None else _new_run(trainer, runs_dir)
     else:  # another worker of a multi-worker run: the chief's folder is read only, to resume from
         run_dir = Path(tempfile.mkdtemp(prefix="curate-worker-"))
-    checkpoints = Checkpoints(trainer, run_dir, config.keep_checkpoints,
-                              source=Path(resume) if resume is not None else None)
+    checkpoints = checkpoint_class(trainer, run_dir, config.keep_checkpoints,
+                                   source=Path(resume) if resume is not None else None)
     phases = Phases(trainer)
     resumed_from = None
     if resume is not None:
@@ -90,7 +104,7 @@ def _new_run(trainer: Trainer, runs_dir: str | os.PathLike) -> Path:
     """A new numbered run folder with its config.json."""
     run_dir = new_run_dir(runs_dir, trainer.config.name)
     levels = [list(trainer.arch.size(k)) for k in range(trainer.schedule.start_level, trainer.arch.full_level + 1)]
-    write_run_config(run_dir, trainer.config, trainer.data.to_json(), levels)
+    write_run_config(run_dir, trainer.config, trainer.data.to_json(), levels, backend=trainer.backend)
     return run_dir
 
 
@@ -111,7 +125,7 @@ class TickLoop:
                  echo: Callable[[str], None], progress: bool):
         c = trainer.config
         self.trainer, self.phases, self.checkpoints, self.run_dir = trainer, phases, checkpoints, run_dir
-        self.log = RunLog(run_dir, echo)
+        self.log = RunLog(run_dir, echo, tensorboard=trainer.backend == "tensorflow")
         self.full_height = 2 ** trainer.arch.full_level
         self.grid_z = trainer.latents(c.grid_cols * c.grid_rows, c.seed)
         if not (run_dir / "reals.png").exists():

@@ -34,9 +34,33 @@ def new_run_dir(runs_dir: str | os.PathLike, config_name: str) -> Path:
             n += 1
 
 
-def write_run_config(run_dir: Path, config: TrainConfig, dataset: dict[str, Any], levels: list[list[int]]) -> None:
-    """config.json: the resolved config, the dataset it trains on and the (height, width) of each level grown."""
-    write_json(run_dir / CONFIG_FILE, {"config": config.to_json(), "dataset": dataset, "levels": levels})
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def write_run_config(run_dir: Path, config: TrainConfig, dataset: dict[str, Any], levels: list[list[int]],
+                     backend: str = "tensorflow") -> None:
+    """config.json: the resolved config, the dataset it trains on, the (height, width) of each level grown
+    and, for a backend other than TensorFlow, the backend (a TF run's config.json is as before)."""
+    saved = {"config": config.to_json(), "dataset": dataset, "levels": levels}
+    if backend != "tensorflow":
+        saved["backend"] = backend
+    write_json(run_dir / CONFIG_FILE, saved)
+
+
+def run_backend(run_dir: str | os.PathLike) -> str:
+    """The backend a run folder was trained on ('tensorflow' unless its config.json names another)."""
+    p = Path(run_dir) / CONFIG_FILE
+    return json.loads(p.read_text()).get("backend", "tensorflow") if p.is_file() else "tensorflow"
+
+
+def choose_backend(requested: str | None) -> str:
+    """--backend, else KERAS_BACKEND, else tensorflow (TrainError for a name Keras does not have)."""
+    name = (requested or os.environ.get("KERAS_BACKEND") or "tensorflow").lower()
+    if name not in BACKENDS:
+        raise TrainError(f"backend {name!r} is not one of {', '.join(BACKENDS)} (from --backend or KERAS_BACKEND)")
+    if name == "torch":  # refused before Keras is ever imported under it (importing keras needs torch then)
+        raise TrainError("the torch backend has no training step yet; use --backend jax or tensorflow")
+    return name
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]]:

@@ -58,22 +58,25 @@ def truncate_stats(run_dir: Path, last_tick: int) -> None:
 class RunLog:
     """A run folder's tick records: stats.jsonl and log.txt appended, TensorBoard events through tf.summary."""
 
-    def __init__(self, run_dir: Path, echo: Callable[[str], None] = print):
-        from curate.train.stylegan.ops import tf
+    def __init__(self, run_dir: Path, echo: Callable[[str], None] = print, tensorboard: bool = True):
+        """`tensorboard=False` (the JAX backend, where TensorFlow may be absent): stats and log lines only."""
+        self.run_dir, self.echo, self.tf, self.writer = run_dir, echo, None, None
+        if tensorboard:
+            from curate.train.stylegan.ops import tf
 
-        self.tf, self.run_dir, self.echo = tf, run_dir, echo
-        self.writer = tf.summary.create_file_writer(str(run_dir))
+            self.tf, self.writer = tf, tf.summary.create_file_writer(str(run_dir))
 
     def tick(self, stats: dict[str, Any], nimg: int, grid: Path | None = None) -> None:
         """Record one tick's stats (TensorBoard step: images shown) and its sample grid PNG."""
         with open(self.run_dir / STATS_FILE, "a") as f:
             f.write(json.dumps(stats) + "\n")
-        with self.writer.as_default(step=nimg):
-            for tag, value in tensorboard_scalars(stats).items():
-                self.scalar(tag, value)
-            if grid is not None:
-                self.image("grids/fakes", grid.read_bytes())
-        self.writer.flush()
+        if self.writer is not None:
+            with self.writer.as_default(step=nimg):
+                for tag, value in tensorboard_scalars(stats).items():
+                    self.scalar(tag, value)
+                if grid is not None:
+                    self.image("grids/fakes", grid.read_bytes())
+            self.writer.flush()
         line = progress_line(stats)
         with open(self.run_dir / LOG_FILE, "a") as f:
             f.write(line + "\n")

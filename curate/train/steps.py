@@ -80,6 +80,7 @@ class Trainer:
 
         config = config.resolved(data.height, data.width)  # start_height 0: 4x4 for square records, 8x4 for 2:1
         self.tf, self.config, self.data = tf, config, data
+        self.backend = "tensorflow"
         self.arch = config.arch(data.height, data.width)
         self._check_levels()
         self.schedule = Schedule(config, self.arch.full_level)
@@ -124,6 +125,11 @@ class Trainer:
             table = {str(2 ** lv): -(-self.schedule.minibatch(lv) // unit) * unit for lv in levels}
             raise TrainError(f"minibatch {sizes} does not split over {n} replicas: each must be a multiple of "
                              f"replicas x mbstd_group = {unit}, e.g. --set 'minibatch={json.dumps(table)}'")
+
+    def copy_g_to_gs(self) -> None:
+        """Gs starts as a copy of G (a new run)."""
+        for gs, g in zip(self.Gs.variables, self.G.variables):
+            gs.assign(g)
 
     def scope(self):
         """The strategy's scope (variables made in it are mirrored); a no-op with one device."""

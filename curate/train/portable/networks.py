@@ -6,7 +6,9 @@ Differences, on purpose: the noise of each synthesis layer is an argument (`nois
 the TF network's per-layer seeds) or drawn from a `keras.random.SeedGenerator` the caller passes, never
 from hidden state; initial weights come from NumPy's generator seeded with `seed` (the same on every
 backend, but not the TF network's initial values: copy those over to compare). Style mixing takes the second latent and the crossover from the
-caller. Not here yet: mixed precision, the w_avg update.
+caller. Mixed precision as the TF networks (`compute_dtype`: synthesis after its 4x2 block and D from its
+input compute in 16 bits; the mapping, the style affine maps and the statistics stay float32). The w_avg
+update and the training step live in the per-backend step modules (jax_step).
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class Epilogue:
 class Synthesis:
     """w per layer -> image at a level, lerping from the previous level's RGB during fade-in."""
 
-    def __init__(self, rng, arch: Arch):
-        self.arch = arch
+    def __init__(self, rng, arch: Arch, compute_dtype=None):
+        self.arch, self.compute_dtype = arch, compute_dtype
         bh, bw = arch.size(2)
         self.const = keras.Variable(np.ones([1, bh, bw, arch.nf(1)], np.float32), name="const")
         self.conv0, self.epi0, self.conv1, self.epi1, self.torgb = ([None, None] for _ in range(5))
@@ -92,6 +94,8 @@ class Synthesis:
         x = prev = None
         for lv in range(2, (level if upto is None else upto) + 1):
             prev, x = x, self.block(x, lv, ws, noise)
+            if lv == 2 and self.compute_dtype is not None:  # the 4x2 block stays float32, as in the TF network
+                x = ops.cast(x, self.compute_dtype)
             if hook is not None:
                 x = hook(lv, x)
         return prev, x
@@ -118,11 +122,11 @@ class Synthesis:
 class Generator:
     """Mapping + synthesis + the running average of w that truncation pulls towards."""
 
-    def __init__(self, arch: Arch, seed: int):
+    def __init__(self, arch: Arch, seed: int, compute_dtype=None):
         self.arch = arch
         rng = np.random.default_rng(seed)
         self.mapping = Mapping(rng, arch)
-        self.synthesis = Synthesis(rng, arch)
+        self.synthesis = Synthesis(rng, arch, compute_dtype)
         self.w_avg = keras.Variable(np.zeros([arch.dlatent_size], np.float32), trainable=False, name="w_avg")
 
     def ws(self, z, level: int, mix=None):
@@ -159,8 +163,8 @@ class Generator:
 class Discriminator:
     """The synthesis network mirrored: fromRGB, blur + downscaling blocks, minibatch stddev, two dense."""
 
-    def __init__(self, arch: Arch, seed: int):
-        self.arch = arch
+    def __init__(self, arch: Arch, seed: int, compute_dtype=None):
+        self.arch, self.compute_dtype = arch, compute_dtype
         rng = np.random.default_rng(seed)
         self.fromrgb, self.conv0, self.conv1 = [None, None], [None, None], [None, None]
         for level in range(2, arch.full_level + 1):
@@ -180,6 +184,8 @@ class Discriminator:
 
     def __call__(self, img, level: int, alpha):
         """Scores [N] for images [N, H, W, 3] at a level."""
+        if self.compute_dtype is not None:
+            img = ops.cast(img, self.compute_dtype)
         x = lrelu(self.fromrgb[level](img))
         if level > 2:
             x = self.block(x, level)
