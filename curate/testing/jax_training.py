@@ -10,6 +10,8 @@ writes one JSON object (tests/test_train_jax.py asserts on it):
             summary, the files in the run folder, config.json's backend
   resume    the same run stopped after 2 ticks and resumed: whether its stats lines (timings left out)
             and its final checkpoint equal the uninterrupted run's, and the largest difference
+  bfloat16  precision=mixed_bfloat16 against float32: the dtype of the 8x4 features, the image and
+            D's scores, and five steps' losses of each
   tensorflow_imported   whether anything above imported TensorFlow (it must not)
 
 JAX's persistent compilation cache (in WORK_DIR) lets the second and third runs reuse the first's
@@ -54,6 +56,49 @@ def descent(dataset: str) -> dict[str, list[float]]:
             state, o = step(state, batch, np.float32(1.0), np.int64(i % 5), np.float32(lr_g), np.float32(lr_d))
             losses.append(float(o[f"loss_{net}"]))
         out[net] = losses
+    return out
+
+
+def bfloat16(dataset: str) -> dict:
+    """precision=mixed_bfloat16: the dtypes inside G and D, and five steps' losses next to float32's."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from curate.train.data import open_dataset
+    from curate.train.phases import Phases
+    from curate.train.portable.trainer import PortableTrainer
+    from curate.train.stylegan.config import CONFIGS, replace
+
+    out = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        trainer = PortableTrainer(replace(CONFIGS["smoke"], precision=precision, **SETS), open_dataset(dataset), "jax")
+        Phases(trainer).start()
+        level = trainer.schedule.start_level
+        batch, lr = next(trainer.data_stream(level, 0)), trainer.schedule.lrates(level)[0]
+        step, losses = trainer.step_fn(level), []
+        for i in range(5):
+            trainer.state, o = step(trainer.state, batch, np.float32(1.0), np.int64(i), np.float32(lr), np.float32(lr))
+            losses.append({k: float(v) for k, v in o.items()})
+        # what the networks compute in (traced abstractly, nothing compiled): the features after the
+        # first level, the image, D's scores
+        import keras
+
+        from curate.train.portable.jax_step import Forward, _bound
+
+        fwd = Forward(trainer, level)
+
+        def probe(g, d):
+            ws = fwd.mixed_ws(g, jnp.zeros([8, trainer.arch.latent_size]), jax.random.PRNGKey(0), 0.0)
+            noise = fwd.noise(jax.random.PRNGKey(1), 8)
+            with keras.StatelessScope(state_mapping=_bound(trainer.g_vars, g)):
+                _, x = trainer.G.synthesis.blocks(ws, level, noise=noise)
+            images = fwd.synthesis(g, ws, 1.0, noise)
+            return x, images, fwd.discriminator(d, images, 1.0)
+
+        x, images, scores = jax.eval_shape(probe, trainer.state["G"], trainer.state["D"])
+        out[precision] = {"losses": losses, "features": str(x.dtype), "image": str(images.dtype),
+                          "scores": str(scores.dtype)}
     return out
 
 
@@ -105,7 +150,7 @@ def main(argv: list[str]) -> None:
 
     jax.config.update("jax_compilation_cache_dir", str(work / "jax-cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    result = {"descent": descent(dataset)}
+    result = {"descent": descent(dataset), "bfloat16": bfloat16(dataset)}
     result["run"], result["resume"] = runs(dataset, work)
     # the machine this backend is for has no TensorFlow: nothing on the way may have imported it
     result["tensorflow_imported"] = "tensorflow" in sys.modules
