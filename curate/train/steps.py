@@ -64,6 +64,16 @@ def make_counters(tf):
     return counters
 
 
+def check_levels(data: DatasetInfo, arch, config: TrainConfig) -> None:
+    """TrainError unless the records have a level file at the run's end and start heights (every backend)."""
+    files = data.files
+    if arch.full_level not in files:
+        raise TrainError(f"end_height {arch.full_height} has no level file in {data.path} "
+                         f"(levels: {', '.join(str(2 ** k) for k in sorted(files))})")
+    if config.start_height not in [2 ** k for k in files]:
+        raise TrainError(f"start_height {config.start_height} has no level file in {data.path}")
+
+
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """[-1, 1] floats -> uint8."""
     return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
@@ -103,12 +113,7 @@ class Trainer:
         self._samplers: dict[int, Callable] = {}
 
     def _check_levels(self) -> None:
-        files, arch, c = self.data.files, self.arch, self.config
-        if arch.full_level not in files:
-            raise TrainError(f"end_height {arch.full_height} has no level file in {self.data.path} "
-                             f"(levels: {', '.join(str(2 ** k) for k in sorted(files))})")
-        if c.start_height not in [2 ** k for k in files]:
-            raise TrainError(f"start_height {c.start_height} has no level file in {self.data.path}")
+        check_levels(self.data, self.arch, self.config)
 
     def _check_minibatches(self) -> None:
         """Each level's minibatch must split into whole minibatch-stddev groups on every replica."""

@@ -26,7 +26,7 @@ import numpy as np
 from curate.core.atomic import atomic_path
 from curate.train.data import DatasetInfo
 from curate.train.runfolder import TrainError
-from curate.train.steps import COUNTERS, to_uint8
+from curate.train.steps import COUNTERS, check_levels, to_uint8
 from curate.train.stylegan.config import TrainConfig
 
 STEP_MODULES = {"jax": "curate.train.portable.jax_step"}
@@ -143,12 +143,7 @@ class PortableTrainer:
         self._levels: dict = {}
 
     def _check_levels(self) -> None:
-        files, arch, c = self.data.files, self.arch, self.config
-        if arch.full_level not in files:
-            raise TrainError(f"end_height {arch.full_height} has no level file in {self.data.path} "
-                             f"(levels: {', '.join(str(2 ** k) for k in sorted(files))})")
-        if c.start_height not in [2 ** k for k in files]:
-            raise TrainError(f"start_height {c.start_height} has no level file in {self.data.path}")
+        check_levels(self.data, self.arch, self.config)
 
     def copy_g_to_gs(self) -> None:
         """Gs starts as a copy of G (a new run)."""
