@@ -129,9 +129,12 @@ def _jax_levels(config_name: str, sets: dict, full: tuple[int, int], levels: lis
 
     from curate.train.portable.trainer import PortableTrainer
 
+    out = {"device": str(jax.devices()[0]), "platform": jax.devices()[0].platform, "levels": {}}
+    if not levels:  # the probe: which device JAX sees
+        q.put(out)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         ds = open_dataset(write_dataset(Path(tmp) / "ds", 16 if full[0] > 64 else 64, *full))
-        out = {"device": str(jax.devices()[0]), "platform": jax.devices()[0].platform, "levels": {}}
         for level in levels:
             trainers = {p: PortableTrainer(replace(CONFIGS[config_name], precision=p, **sets), ds, "jax")
                         for p in precisions}

@@ -85,12 +85,6 @@ def install() -> bool:
     return True
 
 
-def cached_clients() -> int:
-    """How many distinct clients this process has made (for tests and the bench)."""
-    with _lock:
-        return len(_clients)
-
-
 def uninstall() -> None:
     """Put Beam's module back as it ships and forget the clients (the bench's baseline)."""
     try:

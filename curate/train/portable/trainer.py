@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.core.atomic import atomic_path
+from curate.train.checkpoints import FOLDER
 from curate.train.data import DatasetInfo
 from curate.train.runfolder import TrainError
 from curate.train.steps import COUNTERS, check_levels, to_uint8
@@ -147,9 +148,9 @@ class PortableTrainer:
 
     def copy_g_to_gs(self) -> None:
         """Gs starts as a copy of G (a new run)."""
-        sm = self.step_module
-        self.state["Gs"] = sm.to_device(sm.to_host(self.state["G"]))
-        self.state["gs_w_avg"] = sm.to_device(sm.to_host(self.state["w_avg"]))
+        sm = self.step_module  # to_device copies: Gs gets buffers of its own (the step donates them)
+        self.state["Gs"] = sm.to_device(self.state["G"])
+        self.state["gs_w_avg"] = sm.to_device(self.state["w_avg"])
 
     # -- the step
     def step_fn(self, level: int):
@@ -207,22 +208,12 @@ class PortableTrainer:
     # -- checkpoint state
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything a checkpoint holds, flat: 'G/synthesis.conv1.3.w', 'adam_g/m/...', 'counters/nimg'."""
-        out = {}
-
-        def flat(prefix, tree):
-            if isinstance(tree, dict):
-                for k, v in tree.items():
-                    flat(f"{prefix}/{k}" if prefix else k, v)
-            else:
-                out[prefix] = np.asarray(tree)
-
-        flat("", self.step_module.to_host(self.state))
-        flat("counters", self.counters.state())
-        return out
+        tree = {**self.step_module.to_host(self.state), "counters": self.counters.state()}
+        return {k: np.asarray(v) for k, v in _flatten(tree).items()}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of state_arrays (ValueError when the paths or shapes are not this trainer's)."""
-        mine = self.state_arrays()
+        mine = _flatten({**self.state, "counters": self.counters.state()})  # shapes only: nothing copied
         if set(mine) != set(arrays):
             missing, extra = sorted(set(mine) - set(arrays)), sorted(set(arrays) - set(mine))
             raise ValueError(f"missing {missing[:3]}, unexpected {extra[:3]}")
@@ -241,22 +232,25 @@ class PortableTrainer:
         self.counters.load({k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("counters/")})
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts -> {'a/b/c': leaf}."""
+    out = {}
+    for k, v in tree.items():
+        path = f"{prefix}/{k}" if prefix else k
+        out.update(_flatten(v, path) if isinstance(v, dict) else {path: v})
+    return out
+
+
 _CKPT = re.compile(r"^ckpt-(\d+)\.npz$")
 
 
 def portable_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """A run folder's .npz checkpoints, oldest first."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = Path(run_dir) / FOLDER
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT.match(p.name))]
     return [p for _, p in sorted(found)]
-
-
-def checkpoint_backend(path: Path) -> str:
-    """The backend that wrote an .npz checkpoint."""
-    with np.load(path) as f:
-        return str(f["meta/backend"])
 
 
 def load_gs(run_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], int]:
@@ -279,18 +273,15 @@ class PortableCheckpoints:
 
     def restore(self) -> None:
         """Load the latest checkpoint into the trainer (TrainError when there is none, or another backend's)."""
+        # (a run started on another backend is refused before this, from its config.json: curate.train.run)
         found = portable_checkpoints(self.source)
         if not found:
-            from curate.train.checkpoints import FOLDER
-
-            if (self.source / FOLDER / "checkpoint").exists():
-                raise TrainError(f"{self.source} was trained with --backend tensorflow; resume it with "
-                                 f"--backend tensorflow (checkpoints do not move between backends)")
             raise TrainError(f"{self.source} has no checkpoint yet; start a new run instead")
         with np.load(found[-1]) as f:
             arrays = {k: f[k] for k in f.files}
-        backend = str(arrays.pop("meta/backend"))
-        arrays.pop("meta/format", None)
+        backend, version = str(arrays.pop("meta/backend")), int(arrays.pop("meta/format"))
+        if version != CHECKPOINT_FORMAT:
+            raise TrainError(f"{found[-1]} is checkpoint format {version}; this curate reads {CHECKPOINT_FORMAT}")
         if backend != self.trainer.backend:
             raise TrainError(f"{found[-1]} was written by the {backend} backend; resume with --backend {backend} "
                              f"(checkpoints do not move between backends)")
@@ -302,7 +293,7 @@ class PortableCheckpoints:
     def save(self) -> None:
         """ckpt-<tick>.npz, written whole (temporary file, then rename); keeps the newest `keep`."""
         tick = int(self.counters.tick.numpy())
-        folder = self.run_dir / "checkpoints"
+        folder = self.run_dir / FOLDER
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {**self.trainer.state_arrays(), "meta/backend": np.asarray(self.trainer.backend),
                   "meta/format": np.asarray(CHECKPOINT_FORMAT)}
