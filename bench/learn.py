@@ -13,10 +13,14 @@ prints, at every tick end:
   floor                that full-size SWD between two disjoint halves of the real data (reals 0..N-1
                        against reals N..2N-1, same patch places): what a perfect generator would read
   ratio                SWD / floor
+  per scale            the full-size SWD at each Laplacian-pyramid scale, finest first (the SWD is their
+                       mean; the floor's per-scale values are printed once at the start)
   colour               mean and spread (std over all pixels) per RGB channel, fakes against reals:
                        SWD normalises each set's colours away, these show a colour cast or a washed-out G
 
-The target: the last SWD within 3x of the floor and below a tenth of the first tick's SWD. The run
+Tick 0 is the untrained generator, measured the same way before the first step. The target: the
+last SWD within 3x of the floor and below a tenth of the first tick's SWD (the final line also gives
+its ratio to the untrained generator's). The run
 folder (named at the start and the end) holds reals.png, fakes<tick>.png per tick, stats.jsonl and
 checkpoints; `bench/learn.py --grid-to docs/learn-fakes.png` also copies the last fakes grid.
 
@@ -25,7 +29,7 @@ CPU (default): 64x64 square, narrow networks, grown from 4x4. --gpu: the full-wi
 the faces packed at 256x256 (`curate pack --size 256x256 --resize`: 2x upsampled, so sharper detail
 than the sources have cannot be learned), or on --dataset DIR (a packed or NVlabs dataset, its own size).
 
-    python bench/learn.py                      # the CPU benchmark (about 20 minutes of 2 cores)
+    python bench/learn.py                      # the CPU benchmark (about 40 minutes of 2 cores)
     python bench/learn.py --gpu                # on a GPU
     python bench/learn.py --set r1_gamma=1     # an experiment: the same run with one change (said so)
 """
@@ -50,12 +54,15 @@ FACES = ROOT.parent / "shared" / "data" / "anime-faces-128" / "faces"
 WORK = ROOT / "work" / "learn"
 TARGET_FLOOR, TARGET_FIRST = 3.0, 0.1
 
-# The CPU config: 4x4 -> 64x64, narrow (64 feature maps at 4..16, 32 at 32, 16 at 64), 128-d latents.
+# The CPU config: 4x4 -> 64x64, narrow (64 feature maps at 4..16, 32 at 32, 16 at 64), 128-d latents,
+# lr 0.006 (6x NVlabs': measured best for 120 kimg, docs/training.md).
 CPU = {
     "name": "learn-cpu", "start_height": 4, "end_height": 64,
     "fmap_base": 512, "fmap_max": 64, "latent_size": 128, "dlatent_size": 128, "mapping_fmaps": 128,
     "training_kimg": 10.0, "transition_kimg": 10.0, "total_kimg": 120.0,
-    "minibatch": {}, "minibatch_base": 32, "g_lrate": {}, "d_lrate": {}, "lrate_base": 0.001,
+    "minibatch": {}, "minibatch_base": 32, "g_lrate": {}, "d_lrate": {}, "lrate_base": 0.006,
+    # a 2 kimg Gs half-life: NVlabs' 10 kimg lags a 120 kimg run by most of a level (docs/training.md)
+    "ema_kimg": 2.0,
     "tick_kimg": {}, "tick_kimg_base": 4.0, "shuffle_buffer": 6000,
     # the run's own per-level SWD only at the end (the bench measures every tick at full size itself)
     "swd_images": 1024, "swd_ticks": 1000, "snapshot_ticks": 10, "keep_checkpoints": 2, "grid_cols": 8, "grid_rows": 4,
@@ -152,11 +159,20 @@ def main() -> int:
         return 1
     full = trainer.arch.full_level
     reals = trainer.reals(full, 2 * n)
-    floor = swd(reals[:n], reals[n:], seed=0)[-1]  # the same patch places (seed 0) for every tick's SWD
+    floor_all = swd(reals[:n], reals[n:], seed=0)  # the same patch places (seed 0) for every tick's SWD
+    floor, floor_scales = floor_all[-1], floor_all[:-1]
+    print(f"learn: the floor per scale, finest first: {' '.join(f'{v:.2f}' for v in floor_scales)}", flush=True)
     rm, rs = colour(reals[:n])
-    print(f"{'tick':>4} {'kimg':>7} {'size':>7} {'alpha':>5} {'SWD@lv':>7} {'SWD':>7} {'floor':>6} {'ratio':>6}  "
+    print(f"{'tick':>4} {'kimg':>7} {'size':>7} {'alpha':>5} {'SWD@lv':>7} {'SWD':>7} {'floor':>6} {'ratio':>6} {'per scale':>17}  "
           f"{'fakes mean':>11} {'reals mean':>11}  {'fakes std':>11} {'reals std':>11}  {'img/s':>6} {'min':>5}",
           flush=True)
+    # tick 0: the untrained generator (Gs = G at its random start), the level the run starts at
+    level0, alpha0 = trainer.schedule.phase(0)
+    fakes0 = upscale_to(trainer.generate(trainer.latents(n, config.seed + 1), level0, alpha0, seed=config.seed + 1),
+                        reals.shape[1])
+    untrained = swd(reals[:n], fakes0, seed=0)
+    print(f"{0:4d} {0.0:7.1f} {'untrained':>13} {'-':>7} {untrained[-1]:7.2f} {floor:6.2f} {untrained[-1] / floor:6.1f} "
+          f"{' '.join(f'{v:5.1f}' for v in untrained[:-1]):>17}", flush=True)
     t0 = time.time()
     rows = []
     while int(trainer.counters.nimg.numpy()) < loop.total_nimg:
@@ -164,17 +180,18 @@ def main() -> int:
         level, alpha = s["level"], s["alpha"]
         fakes = trainer.generate(trainer.latents(n, config.seed + 1), level, alpha, seed=config.seed + 1)
         fakes = upscale_to(fakes, reals.shape[1])  # lower levels as the grids show them: blocky at full size
-        value = swd(reals[:n], fakes, seed=0)[-1]
+        scales = swd(reals[:n], fakes, seed=0)
+        value = scales[-1]
         fm, fs = colour(fakes)
         at_level = s["swd"][-1] if "swd" in s else None
         rows.append({"tick": s["tick"], "kimg": s["kimg"], "level": level, "alpha": alpha, "swd_level": at_level,
-                     "swd": value, "floor": floor, "fakes_mean": fm.tolist(), "fakes_std": fs.tolist(),
+                     "swd": value, "swd_scales": scales[:-1], "floor": floor, "floor_scales": floor_scales, "fakes_mean": fm.tolist(), "fakes_std": fs.tolist(),
                      "reals_mean": rm.tolist(), "reals_std": rs.tolist(), "img_per_s": s["img_per_s"]})
         print(f"{s['tick']:4d} {s['kimg']:7.1f} {s['height']:>3}x{s['width']:<3} {alpha:5.2f} "
               f"{'-' if at_level is None else f'{at_level:.2f}':>7} "
-              f"{value:7.2f} {floor:6.2f} {value / floor:6.1f}  {fmt(fm):>11} {fmt(rm):>11}  {fmt(fs):>11} "
+              f"{value:7.2f} {floor:6.2f} {value / floor:6.1f} {' '.join(f'{v:5.1f}' for v in scales[:-1]):>17}  {fmt(fm):>11} {fmt(rm):>11}  {fmt(fs):>11} "
               f"{fmt(rs):>11}  {s['img_per_s']:6.1f} {(time.time() - t0) / 60:5.1f}", flush=True)
-    (run_dir / "learn.json").write_text(json.dumps(rows, indent=1))
+    (run_dir / "learn.json").write_text(json.dumps({"untrained": untrained, "ticks": rows}, indent=1))
     first, last = rows[0], rows[-1]
     ok_floor = last["swd"] <= TARGET_FLOOR * last["floor"]
     ok_first = last["swd"] <= TARGET_FIRST * first["swd"]
@@ -182,7 +199,8 @@ def main() -> int:
           f"{trainer.arch.size(last['level'])[1]}): {last['swd'] / last['floor']:.2f}x the floor {last['floor']:.2f} "
           f"(target <= {TARGET_FLOOR:g}x: {'met' if ok_floor else 'NOT met'}), "
           f"{last['swd'] / first['swd']:.3f}x the first {first['swd']:.2f} "
-          f"(target <= {TARGET_FIRST:g}x: {'met' if ok_first else 'NOT met'}); "
+          f"(target <= {TARGET_FIRST:g}x: {'met' if ok_first else 'NOT met'}), "
+          f"{last['swd'] / untrained[-1]:.3f}x the untrained G's {untrained[-1]:.2f}; "
           f"{(time.time() - t0) / 60:.1f} min -> {run_dir}", flush=True)
     if args.grid_to is not None:
         shutil.copyfile(run_dir / f"fakes{last['tick']:05d}.png", args.grid_to)
