@@ -20,9 +20,9 @@ prints, at every tick end:
 
 Tick 0 is the untrained generator, measured the same way before the first step. The target: the
 last SWD within 3x of the floor and below a tenth of the first tick's SWD (the final line also gives
-its ratio to the untrained generator's). The run
-folder (named at the start and the end) holds reals.png, fakes<tick>.png per tick, stats.jsonl and
-checkpoints; `bench/learn.py --grid-to docs/learn-fakes.png` also copies the last fakes grid.
+its ratio to the untrained generator's). The run folder (named at the start and the end) holds
+reals.png, fakes<tick>.png per tick, stats.jsonl, checkpoints and learn.json (every figure printed);
+`bench/learn.py --grid-to docs/learn-fakes.png` also copies the last fakes grid.
 
 CPU (default): 64x64 square, narrow networks, grown from 4x4. --gpu: the full-width networks
 (fmap_base 8192, fmap_max 512, 512-d latents, NVlabs' minibatches and learning rates) at 256x256 on
@@ -96,6 +96,11 @@ def fmt(v: np.ndarray) -> str:
     return "/".join(f"{x:3.0f}" for x in v)
 
 
+def fmt_scales(values: list[float]) -> str:
+    """Per-scale SWDs, finest first, for the `per scale` column."""
+    return " ".join(f"{v:5.1f}" for v in values)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="the full-width 256x256 config (needs a GPU)")
@@ -113,6 +118,7 @@ def main() -> int:
     from curate.train.run import TickLoop
     from curate.train.runfolder import new_run_dir, write_run_config
     from curate.train.steps import Trainer
+    from curate.core.atomic import write_bytes
     from curate.core.grid import upscale_to
     from curate.train.stylegan.swd import swd
 
@@ -163,35 +169,37 @@ def main() -> int:
     floor, floor_scales = floor_all[-1], floor_all[:-1]
     print(f"learn: the floor per scale, finest first: {' '.join(f'{v:.2f}' for v in floor_scales)}", flush=True)
     rm, rs = colour(reals[:n])
+
+    def measure(level: int, alpha: float) -> tuple[list[float], np.ndarray]:
+        """(per-scale SWDs + their mean, the fakes) of Gs at a level, shown at full size as the grids show it."""
+        fakes = trainer.generate(trainer.latents(n, config.seed + 1), level, alpha, seed=config.seed + 1)
+        fakes = upscale_to(fakes, reals.shape[1])  # lower levels as the grids show them: blocky at full size
+        return swd(reals[:n], fakes, seed=0), fakes
     print(f"{'tick':>4} {'kimg':>7} {'size':>7} {'alpha':>5} {'SWD@lv':>7} {'SWD':>7} {'floor':>6} {'ratio':>6} {'per scale':>17}  "
           f"{'fakes mean':>11} {'reals mean':>11}  {'fakes std':>11} {'reals std':>11}  {'img/s':>6} {'min':>5}",
           flush=True)
     # tick 0: the untrained generator (Gs = G at its random start), the level the run starts at
-    level0, alpha0 = trainer.schedule.phase(0)
-    fakes0 = upscale_to(trainer.generate(trainer.latents(n, config.seed + 1), level0, alpha0, seed=config.seed + 1),
-                        reals.shape[1])
-    untrained = swd(reals[:n], fakes0, seed=0)
+    untrained, _ = measure(*trainer.schedule.phase(0))
     print(f"{0:4d} {0.0:7.1f} {'untrained':>13} {'-':>7} {untrained[-1]:7.2f} {floor:6.2f} {untrained[-1] / floor:6.1f} "
-          f"{' '.join(f'{v:5.1f}' for v in untrained[:-1]):>17}", flush=True)
+          f"{fmt_scales(untrained[:-1]):>17}", flush=True)
     t0 = time.time()
     rows = []
     while int(trainer.counters.nimg.numpy()) < loop.total_nimg:
         s = loop.tick()
         level, alpha = s["level"], s["alpha"]
-        fakes = trainer.generate(trainer.latents(n, config.seed + 1), level, alpha, seed=config.seed + 1)
-        fakes = upscale_to(fakes, reals.shape[1])  # lower levels as the grids show them: blocky at full size
-        scales = swd(reals[:n], fakes, seed=0)
+        scales, fakes = measure(level, alpha)
         value = scales[-1]
         fm, fs = colour(fakes)
         at_level = s["swd"][-1] if "swd" in s else None
         rows.append({"tick": s["tick"], "kimg": s["kimg"], "level": level, "alpha": alpha, "swd_level": at_level,
-                     "swd": value, "swd_scales": scales[:-1], "floor": floor, "floor_scales": floor_scales, "fakes_mean": fm.tolist(), "fakes_std": fs.tolist(),
+                     "swd": value, "swd_scales": scales[:-1], "floor": floor, "fakes_mean": fm.tolist(), "fakes_std": fs.tolist(),
                      "reals_mean": rm.tolist(), "reals_std": rs.tolist(), "img_per_s": s["img_per_s"]})
         print(f"{s['tick']:4d} {s['kimg']:7.1f} {s['height']:>3}x{s['width']:<3} {alpha:5.2f} "
               f"{'-' if at_level is None else f'{at_level:.2f}':>7} "
-              f"{value:7.2f} {floor:6.2f} {value / floor:6.1f} {' '.join(f'{v:5.1f}' for v in scales[:-1]):>17}  {fmt(fm):>11} {fmt(rm):>11}  {fmt(fs):>11} "
+              f"{value:7.2f} {floor:6.2f} {value / floor:6.1f} {fmt_scales(scales[:-1]):>17}  {fmt(fm):>11} {fmt(rm):>11}  {fmt(fs):>11} "
               f"{fmt(rs):>11}  {s['img_per_s']:6.1f} {(time.time() - t0) / 60:5.1f}", flush=True)
-    (run_dir / "learn.json").write_text(json.dumps({"untrained": untrained, "ticks": rows}, indent=1))
+    write_bytes(run_dir / "learn.json", json.dumps({"floor_scales": floor_scales, "untrained": untrained,
+                                                    "ticks": rows}, indent=1).encode())
     first, last = rows[0], rows[-1]
     ok_floor = last["swd"] <= TARGET_FLOOR * last["floor"]
     ok_first = last["swd"] <= TARGET_FIRST * first["swd"]
