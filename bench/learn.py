@@ -25,8 +25,8 @@ reals.png, fakes<tick>.png per tick, stats.jsonl, checkpoints and learn.json (ev
 `bench/learn.py --grid-to docs/learn-fakes.png` also copies the last fakes grid.
 
 At the start it also prints what a perfect mirror-augmented generator would read: the reals against
-the other half with each image mirrored at random. These faces sit off-centre, so that is 3x the floor
-and both configs train without mirror augment (docs/training.md).
+the other half with each image mirrored at random. These faces are lopsided as a set, so that is 3x
+the floor and both configs train without mirror augment (docs/training.md).
 
 CPU (default): 64x64 square, narrow networks, grown from 4x4. --gpu: the full-width networks
 (fmap_base 8192, fmap_max 512, 512-d latents, NVlabs' minibatches and learning rates) at 256x256 on
