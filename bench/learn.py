@@ -103,6 +103,11 @@ def fmt(v: np.ndarray) -> str:
     return "/".join(f"{x:3.0f}" for x in v)
 
 
+def fmt_values(values: list[float]) -> str:
+    """Per-scale SWDs, finest first, for the lines printed once at the start."""
+    return " ".join(f"{v:.2f}" for v in values)
+
+
 def fmt_scales(values: list[float]) -> str:
     """Per-scale SWDs, finest first, for the `per scale` column."""
     return " ".join(f"{v:5.1f}" for v in values)
@@ -174,16 +179,14 @@ def main() -> int:
     reals = trainer.reals(full, 2 * n)
     floor_all = swd(reals[:n], reals[n:], seed=0)  # the same patch places (seed 0) for every tick's SWD
     floor, floor_scales = floor_all[-1], floor_all[:-1]
-    print(f"learn: the floor per scale, finest first: {' '.join(f'{v:.2f}' for v in floor_scales)}", flush=True)
+    print(f"learn: the floor per scale, finest first: {fmt_values(floor_scales)}", flush=True)
     # a mirror-augmented G learns the reals with half of them mirrored: against the plain reals it
     # reads at best this (the other half, each image mirrored with probability 1/2)
     flips = np.random.RandomState(0).rand(n) < 0.5
-    mirrored = np.where(flips[:, None, None, None], reals[n:, :, ::-1], reals[n:])
-    mirror_all = swd(reals[:n], mirrored, seed=0)
+    mirror_all = swd(reals[:n], np.where(flips[:, None, None, None], reals[n:, :, ::-1], reals[n:]), seed=0)
     print(f"learn: a perfect mirror-augmented G would read {mirror_all[-1]:.2f} ({mirror_all[-1] / floor:.2f}x the floor; "
-          f"per scale {' '.join(f'{v:.2f}' for v in mirror_all[:-1])}): the faces are not mirror-symmetric as a set, "
-          f"so mirror_augment is {'ON: at best about that' if config.mirror_augment else 'off'}",
-          flush=True)
+          f"per scale {fmt_values(mirror_all[:-1])}); mirror_augment is "
+          f"{'ON: this run reads at best about that' if config.mirror_augment else 'off'}", flush=True)
     rm, rs = colour(reals[:n])
 
     def measure(level: int, alpha: float) -> tuple[list[float], np.ndarray]:
